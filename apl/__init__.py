@@ -1,0 +1,17 @@
+"""apl: the listwise average-precision loss for image retrieval (Revaud et al., ICCV 2019),
+with fused CPU/CUDA kernels and a pure-PyTorch reference."""
+from . import _ops  # noqa: F401  (registers fake kernels and autograd for torch.ops.apl)
+from .backends import BackendStatus, available_backends
+from .functional import ap_loss, per_query_ap, quantized_ap
+from .loss import APLoss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APLoss",
+    "ap_loss",
+    "per_query_ap",
+    "quantized_ap",
+    "available_backends",
+    "BackendStatus",
+]

@@ -1,0 +1,73 @@
+"""`APLoss`, the listwise AP loss as an nn.Module."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import _validation as V
+from .functional import ap_loss
+
+
+class APLoss(nn.Module):
+    """1 - mAP_Q over a batch where every image is a query (Revaud et al., ICCV 2019).
+
+    Args:
+        num_bins: M, histogram bins (the paper uses 20).
+        score_range: (lo, hi) covered by the bins; (-1, 1) for cosine similarities.
+        variant: "ap_q", "tie_aware" (full AP_T) or "tie_aware_simplified".
+        class_balanced: weigh each query by 1 / (queries of its class in the batch).
+        backend: "auto", "torch", "cpu" or "cuda".
+        chunk_size: stream over blocks of queries (memory O(chunk x N) instead of O(B x N)).
+
+    forward(embeddings, labels, ref_embeddings=None, ref_labels=None, query_weights=None) takes
+    L2-normalised (B, D) embeddings and (B,) integer labels and returns a scalar.
+    """
+
+    def __init__(
+        self,
+        num_bins: int = 20,
+        score_range: tuple[float, float] = (-1.0, 1.0),
+        variant: str = "ap_q",
+        class_balanced: bool = False,
+        backend: str = "auto",
+        chunk_size: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.num_bins = V.check_num_bins(num_bins)
+        self.score_range = V.check_score_range(score_range)
+        V.check_variant(variant)
+        self.variant = variant
+        self.class_balanced = bool(class_balanced)
+        self.backend = V.check_backend(backend)
+        V.check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        ref_embeddings: Optional[torch.Tensor] = None,
+        ref_labels: Optional[torch.Tensor] = None,
+        query_weights: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return ap_loss(
+            embeddings,
+            labels,
+            ref_embeddings,
+            ref_labels,
+            query_weights,
+            num_bins=self.num_bins,
+            score_range=self.score_range,
+            variant=self.variant,
+            class_balanced=self.class_balanced,
+            backend=self.backend,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_bins={self.num_bins}, score_range={self.score_range}, variant={self.variant!r}, "
+            f"class_balanced={self.class_balanced}, backend={self.backend!r}, chunk_size={self.chunk_size}"
+        )

@@ -1,0 +1,241 @@
+// Device-agnostic op bodies: input checks that keep the kernels memory-safe, the compute dtype,
+// the GEMMs, and streaming over blocks of queries. User-facing messages live in apl/_validation.py;
+// these checks guard direct calls of torch.ops.apl.*.
+#include "ap_ops.h"
+
+#include <algorithm>
+
+namespace apl {
+namespace {
+
+at::ScalarType compute_dtype(const at::Tensor& t) {
+  // float16 / bfloat16 are accumulated in float32; float64 stays float64.
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_params(int64_t num_bins, double lo, double hi, int64_t variant) {
+  TORCH_CHECK_VALUE(num_bins >= 2, "apl: num_bins must be >= 2, got ", num_bins);
+  TORCH_CHECK_VALUE(lo < hi, "apl: score_range must have lo < hi, got (", lo, ", ", hi, ")");
+  TORCH_CHECK_VALUE(variant >= 0 && variant <= 2, "apl: unknown variant id ", variant);
+}
+
+void check_matrix(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.dim() == 2, "apl: ", name, " must be 2-D, got ", t.dim(), "-D");
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "apl: ", name,
+                   " must be floating point, got ", t.scalar_type());
+}
+
+void check_labels(const at::Tensor& labels, int64_t n, const at::Tensor& like, const char* name) {
+  TORCH_CHECK_TYPE(labels.scalar_type() == at::kLong, "apl: ", name, " must be int64, got ",
+                   labels.scalar_type());
+  TORCH_CHECK_VALUE(labels.dim() == 1 && labels.size(0) == n, "apl: ", name,
+                    " must have shape (", n, "), got ", labels.sizes());
+  TORCH_CHECK_VALUE(labels.device() == like.device(), "apl: ", name, " is on ", labels.device(),
+                    " but the embeddings are on ", like.device());
+}
+
+void check_finite(const RowKernels& k, const at::Tensor& flag) {
+  if (!k.can_sync()) return;
+  TORCH_CHECK_VALUE(flag.item<int32_t>() == 0,
+                    "apl: embeddings (or scores) contain NaN or Inf: a similarity score is not "
+                    "finite");
+}
+
+BinParams params(int64_t num_bins, double lo, double hi, int64_t variant = 0) {
+  return BinParams{num_bins, lo, hi, variant};
+}
+
+// slopes[r, 0, m] (negatives) and slopes[r, 1, m] (positives): grad_ap_r * (a_m - a_{m+1}) / Delta.
+at::Tensor make_slopes(const at::Tensor& coef, const at::Tensor& grad_ap, const BinParams& p) {
+  const double inv_delta = static_cast<double>(p.M - 1) / (p.hi - p.lo);
+  auto g = grad_ap.to(at::kDouble).mul(inv_delta).unsqueeze(1);  // (R, 1)
+  auto cp = coef.select(1, 0), cn = coef.select(1, 1);
+  auto dn = cn.narrow(1, 0, p.M - 1) - cn.narrow(1, 1, p.M - 1);
+  auto dp = cp.narrow(1, 0, p.M - 1) - cp.narrow(1, 1, p.M - 1);
+  return at::stack({g * dn, g * (dn + dp)}, 1).contiguous();
+}
+
+at::Tensor grad_or_zeros(const at::Tensor& grad_ap, int64_t n, const at::Tensor& like) {
+  if (grad_ap.defined() && grad_ap.numel() == n) return grad_ap.contiguous();
+  return at::zeros({n}, like.options().dtype(at::kDouble));
+}
+
+struct Forward {
+  at::Tensor ap, npos, coef, flag;
+  Forward(int64_t B, int64_t M, const at::Tensor& like)
+      : ap(at::empty({B}, like.options())),
+        npos(at::empty({B}, like.options().dtype(at::kLong))),
+        coef(at::empty({B, 2, M}, like.options().dtype(at::kDouble))),
+        flag(at::zeros({1}, like.options().dtype(at::kInt))) {}
+  at::Tensor ap_rows(int64_t r0, int64_t R) { return ap.narrow(0, r0, R); }
+  at::Tensor npos_rows(int64_t r0, int64_t R) { return npos.narrow(0, r0, R); }
+  at::Tensor coef_rows(int64_t r0, int64_t R) { return coef.narrow(0, r0, R); }
+};
+
+}  // namespace
+
+ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const at::Tensor& labels,
+                        int64_t num_bins, double lo, double hi, int64_t variant,
+                        int64_t chunk_size) {
+  check_matrix(embeddings, "embeddings");
+  check_params(num_bins, lo, hi, variant);
+  const int64_t B = embeddings.size(0);
+  check_labels(labels, B, embeddings, "labels");
+  const auto D = embeddings.to(compute_dtype(embeddings)).contiguous();
+  const auto lab = labels.contiguous();
+  const auto p = params(num_bins, lo, hi, variant);
+  Forward out(B, num_bins, D);
+  at::Tensor scores;
+  if (chunk_size <= 0) {
+    scores = at::matmul(D, D.t());
+    k.forward_labels(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag);
+  } else {
+    scores = at::empty({0}, D.options());
+    for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
+      const int64_t R = std::min(chunk_size, B - r0);
+      const auto S = at::matmul(D.narrow(0, r0, R), D.t());
+      auto ap = out.ap_rows(r0, R), npos = out.npos_rows(r0, R), coef = out.coef_rows(r0, R);
+      k.forward_labels(S, lab.narrow(0, r0, R), lab, r0, p, ap, npos, coef, out.flag);
+    }
+  }
+  check_finite(k, out.flag);
+  return {out.ap, out.npos, out.coef, scores};
+}
+
+at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
+                                 const at::Tensor& embeddings, const at::Tensor& labels,
+                                 const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins,
+                                 double lo, double hi, int64_t chunk_size) {
+  const int64_t B = embeddings.size(0);
+  const auto D = embeddings.to(compute_dtype(embeddings)).contiguous();
+  const auto lab = labels.contiguous();
+  const auto p = params(num_bins, lo, hi);
+  const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, D), p);
+  at::Tensor dD;
+  if (chunk_size <= 0) {
+    TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == B && scores.size(1) == B,
+                      "apl: ap_self_backward needs the saved (B, B) scores when chunk_size <= 0");
+    auto H = at::empty_like(scores);
+    k.backward_self_symmetric(scores.contiguous(), lab, slopes, p, H);
+    dD = at::matmul(H, D);
+  } else {
+    dD = at::zeros_like(D);
+    for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
+      const int64_t R = std::min(chunk_size, B - r0);
+      const auto Dr = D.narrow(0, r0, R);
+      const auto S = at::matmul(Dr, D.t());  // recomputed: nothing of size B x B is kept
+      auto G = at::empty_like(S);
+      k.backward_labels(S, lab.narrow(0, r0, R), lab, r0, slopes.narrow(0, r0, R), p, G);
+      dD.narrow(0, r0, R).addmm_(G, D);  // rows:    sum_j G_ij d_j
+      dD.addmm_(G.t(), Dr);              // columns: sum_i G_ij d_i
+    }
+  }
+  return dD.to(embeddings.scalar_type());
+}
+
+ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at::Tensor& query_labels,
+                       const at::Tensor& refs, const at::Tensor& ref_labels, int64_t num_bins,
+                       double lo, double hi, int64_t variant, int64_t chunk_size) {
+  check_matrix(queries, "embeddings");
+  check_matrix(refs, "ref_embeddings");
+  check_params(num_bins, lo, hi, variant);
+  TORCH_CHECK_VALUE(queries.size(1) == refs.size(1), "apl: ref_embeddings must have ",
+                    queries.size(1), " columns like embeddings, got ", refs.size(1));
+  TORCH_CHECK_VALUE(queries.device() == refs.device(), "apl: ref_embeddings is on ",
+                    refs.device(), " but embeddings is on ", queries.device());
+  const int64_t B = queries.size(0), N = refs.size(0);
+  check_labels(query_labels, B, queries, "labels");
+  check_labels(ref_labels, N, queries, "ref_labels");
+  const auto dtype = compute_dtype(queries);
+  const auto Q = queries.to(dtype).contiguous(), X = refs.to(dtype).contiguous();
+  const auto ql = query_labels.contiguous(), xl = ref_labels.contiguous();
+  const auto p = params(num_bins, lo, hi, variant);
+  Forward out(B, num_bins, Q);
+  at::Tensor scores;
+  if (chunk_size <= 0) {
+    scores = at::matmul(Q, X.t());
+    k.forward_labels(scores, ql, xl, -1, p, out.ap, out.npos, out.coef, out.flag);
+  } else {
+    scores = at::empty({0}, Q.options());
+    for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
+      const int64_t R = std::min(chunk_size, B - r0);
+      const auto S = at::matmul(Q.narrow(0, r0, R), X.t());
+      auto ap = out.ap_rows(r0, R), npos = out.npos_rows(r0, R), coef = out.coef_rows(r0, R);
+      k.forward_labels(S, ql.narrow(0, r0, R), xl, -1, p, ap, npos, coef, out.flag);
+    }
+  }
+  check_finite(k, out.flag);
+  return {out.ap, out.npos, out.coef, scores};
+}
+
+std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
+    const RowKernels& k, const at::Tensor& grad_ap, const at::Tensor& queries,
+    const at::Tensor& query_labels, const at::Tensor& refs, const at::Tensor& ref_labels,
+    const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins, double lo, double hi,
+    int64_t chunk_size) {
+  const int64_t B = queries.size(0), N = refs.size(0);
+  const auto dtype = compute_dtype(queries);
+  const auto Q = queries.to(dtype).contiguous(), X = refs.to(dtype).contiguous();
+  const auto ql = query_labels.contiguous(), xl = ref_labels.contiguous();
+  const auto p = params(num_bins, lo, hi);
+  const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, Q), p);
+  at::Tensor dQ, dX;
+  if (chunk_size <= 0) {
+    TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == B && scores.size(1) == N,
+                      "apl: ap_ref_backward needs the saved (B, N) scores when chunk_size <= 0");
+    auto G = at::empty_like(scores);
+    k.backward_labels(scores.contiguous(), ql, xl, -1, slopes, p, G);
+    dQ = at::matmul(G, X);
+    dX = at::matmul(G.t(), Q);
+  } else {
+    dQ = at::empty_like(Q);
+    dX = at::zeros_like(X);
+    for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
+      const int64_t R = std::min(chunk_size, B - r0);
+      const auto Qr = Q.narrow(0, r0, R);
+      const auto S = at::matmul(Qr, X.t());
+      auto G = at::empty_like(S);
+      k.backward_labels(S, ql.narrow(0, r0, R), xl, -1, slopes.narrow(0, r0, R), p, G);
+      auto dQr = dQ.narrow(0, r0, R);
+      at::matmul_out(dQr, G, X);
+      dX.addmm_(G.t(), Qr);
+    }
+  }
+  return {dQ.to(queries.scalar_type()), dX.to(refs.scalar_type())};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores_impl(const RowKernels& k,
+                                                              const at::Tensor& scores,
+                                                              const at::Tensor& relevance,
+                                                              int64_t num_bins, double lo,
+                                                              double hi, int64_t variant) {
+  check_matrix(scores, "scores");
+  check_params(num_bins, lo, hi, variant);
+  TORCH_CHECK_VALUE(relevance.sizes() == scores.sizes(), "apl: relevance must have the shape of "
+                    "scores ", scores.sizes(), ", got ", relevance.sizes());
+  TORCH_CHECK_TYPE(relevance.scalar_type() == at::kBool, "apl: relevance must be bool, got ",
+                   relevance.scalar_type());
+  TORCH_CHECK_VALUE(relevance.device() == scores.device(), "apl: relevance is on ",
+                    relevance.device(), " but scores is on ", scores.device());
+  const auto S = scores.to(compute_dtype(scores)).contiguous();
+  const auto rel = relevance.contiguous();
+  const auto p = params(num_bins, lo, hi, variant);
+  Forward out(S.size(0), num_bins, S);
+  k.forward_mask(S, rel, p, out.ap, out.npos, out.coef, out.flag);
+  check_finite(k, out.flag);
+  return {out.ap, out.npos, out.coef};
+}
+
+at::Tensor ap_scores_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
+                                   const at::Tensor& scores, const at::Tensor& relevance,
+                                   const at::Tensor& coef, int64_t num_bins, double lo,
+                                   double hi) {
+  const auto S = scores.to(compute_dtype(scores)).contiguous();
+  const auto p = params(num_bins, lo, hi);
+  const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, S.size(0), S), p);
+  auto G = at::empty_like(S);
+  k.backward_mask(S, relevance.contiguous(), slopes, p, G);
+  return G.to(scores.scalar_type());
+}
+
+}  // namespace apl

@@ -1,0 +1,269 @@
+// CPU row kernels: one fused pass per query row that bins its scores into the two histograms and
+// turns them into AP and per-bin coefficients; one fused pass that writes dL/dS. Parallel over
+// rows with ATen's parallel_for; nothing of size B x N x M, and no B x N label matrix.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../ap_math.h"
+#include "../ap_ops.h"
+
+namespace apl {
+namespace {
+
+// Relevance of item j for one query row, from integer labels or a bool mask.
+struct LabelRow {
+  const int64_t* x_labels;
+  int64_t label;
+  bool operator()(int64_t j) const { return x_labels[j] == label; }
+};
+struct MaskRow {
+  const bool* row;
+  bool operator()(int64_t j) const { return row[j]; }
+};
+
+// Accumulate one row's histograms over items [j0, j1). Returns the sum of the scores, used only
+// to detect NaN/Inf without a branch per element.
+template <typename T, typename Rel>
+double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b, double* p,
+                  double* n, int64_t& npos) {
+  double sum = 0.0;
+  for (int64_t j = j0; j < j1; ++j) {
+    const T v = s[j];
+    sum += v;
+    const BinPos<T> q = locate(v, b);
+    const T w1 = q.frac, w0 = T(1) - w1;
+    n[q.m] += w0;
+    n[q.m + 1] += w1;
+    if (rel(j)) {
+      p[q.m] += w0;
+      p[q.m + 1] += w1;
+      ++npos;
+    }
+  }
+  return sum;
+}
+
+// Fill one row of dL/dS over items [j0, j1) from the row's slope tables.
+template <typename T, typename Rel>
+void gradient(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
+              const double* slope_neg, const double* slope_pos, T* g) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const BinPos<T> q = locate(s[j], b);
+    const double v = rel(j) ? slope_pos[q.m] : slope_neg[q.m];
+    g[j] = q.grad ? static_cast<T>(v) : T(0);
+  }
+}
+
+// Runs `row(r, scratch)` for every row in parallel; scratch holds 2 * M doubles per task.
+template <typename F>
+void for_each_row(int64_t R, int64_t N, int64_t M, const F& row) {
+  // About 32k score elements per task keeps the scheduling overhead negligible.
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(N, 1));
+  at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
+    std::vector<double> scratch(2 * M);
+    for (int64_t r = r0; r < r1; ++r) row(r, scratch.data());
+  });
+}
+
+template <typename T, typename MakeRel>
+void forward_rows(const at::Tensor& S, int64_t self_offset, const BinParams& prm,
+                  const MakeRel& make_rel, at::Tensor& ap, at::Tensor& npos, at::Tensor& coef,
+                  at::Tensor& nonfinite) {
+  const int64_t R = S.size(0), N = S.size(1), M = prm.M;
+  const auto b = make_bins<T>(prm.lo, prm.hi, static_cast<int>(M));
+  const T* s = S.data_ptr<T>();
+  T* ap_p = ap.data_ptr<T>();
+  int64_t* npos_p = npos.data_ptr<int64_t>();
+  double* coef_p = coef.data_ptr<double>();
+  int32_t* bad = nonfinite.data_ptr<int32_t>();
+  for_each_row(R, N, M, [&](int64_t r, double* scratch) {
+    double* p = scratch;
+    double* n = scratch + M;
+    std::fill(scratch, scratch + 2 * M, 0.0);
+    const T* row = s + r * N;
+    const auto rel = make_rel(r);
+    int64_t count = 0;
+    double sum;
+    const int64_t self = self_offset >= 0 ? self_offset + r : -1;
+    if (self >= 0 && self < N) {  // leave the query itself out, without a branch per element
+      sum = accumulate(row, 0, self, rel, b, p, n, count);
+      sum += accumulate(row, self + 1, N, rel, b, p, n, count);
+      if (!std::isfinite(static_cast<double>(row[self]))) sum = NAN;
+    } else {
+      sum = accumulate(row, 0, N, rel, b, p, n, count);
+    }
+    if (!std::isfinite(sum)) *bad = 1;  // benign race: every writer stores 1
+    double* cp = coef_p + r * 2 * M;
+    ap_p[r] = static_cast<T>(ap_and_coefficients(p, n, static_cast<int>(M),
+                                                 static_cast<double>(count), prm.variant, cp,
+                                                 cp + M));
+    npos_p[r] = count;
+  });
+}
+
+template <typename T, typename MakeRel>
+void backward_rows(const at::Tensor& S, int64_t self_offset, const at::Tensor& slopes,
+                   const BinParams& prm, const MakeRel& make_rel, at::Tensor& G) {
+  const int64_t R = S.size(0), N = S.size(1), M = prm.M;
+  const auto b = make_bins<T>(prm.lo, prm.hi, static_cast<int>(M));
+  const T* s = S.data_ptr<T>();
+  T* g = G.data_ptr<T>();
+  const double* sl = slopes.data_ptr<double>();
+  for_each_row(R, N, M, [&](int64_t r, double*) {
+    const double* neg = sl + r * 2 * (M - 1);
+    const double* pos = neg + (M - 1);
+    const auto rel = make_rel(r);
+    const int64_t self = self_offset >= 0 ? self_offset + r : -1;
+    if (self >= 0 && self < N) {
+      gradient(s + r * N, 0, self, rel, b, neg, pos, g + r * N);
+      g[r * N + self] = T(0);
+      gradient(s + r * N, self + 1, N, rel, b, neg, pos, g + r * N);
+    } else {
+      gradient(s + r * N, 0, N, rel, b, neg, pos, g + r * N);
+    }
+  });
+}
+
+void forward_labels(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& x_labels,
+                    int64_t self_offset, const BinParams& prm, at::Tensor& ap, at::Tensor& npos,
+                    at::Tensor& coef, at::Tensor& nonfinite) {
+  const int64_t* ql = q_labels.data_ptr<int64_t>();
+  const int64_t* xl = x_labels.data_ptr<int64_t>();
+  auto make_rel = [&](int64_t r) { return LabelRow{xl, ql[r]}; };
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_forward_labels", [&] {
+    forward_rows<scalar_t>(S, self_offset, prm, make_rel, ap, npos, coef, nonfinite);
+  });
+}
+
+void forward_mask(const at::Tensor& S, const at::Tensor& relevance, const BinParams& prm,
+                  at::Tensor& ap, at::Tensor& npos, at::Tensor& coef, at::Tensor& nonfinite) {
+  const bool* rel = relevance.data_ptr<bool>();
+  const int64_t N = S.size(1);
+  auto make_rel = [&](int64_t r) { return MaskRow{rel + r * N}; };
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_forward_mask", [&] {
+    forward_rows<scalar_t>(S, -1, prm, make_rel, ap, npos, coef, nonfinite);
+  });
+}
+
+void backward_labels(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& x_labels,
+                     int64_t self_offset, const at::Tensor& slopes, const BinParams& prm,
+                     at::Tensor& G) {
+  const int64_t* ql = q_labels.data_ptr<int64_t>();
+  const int64_t* xl = x_labels.data_ptr<int64_t>();
+  auto make_rel = [&](int64_t r) { return LabelRow{xl, ql[r]}; };
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_backward_labels", [&] {
+    backward_rows<scalar_t>(S, self_offset, slopes, prm, make_rel, G);
+  });
+}
+
+void backward_mask(const at::Tensor& S, const at::Tensor& relevance, const at::Tensor& slopes,
+                   const BinParams& prm, at::Tensor& G) {
+  const bool* rel = relevance.data_ptr<bool>();
+  const int64_t N = S.size(1);
+  auto make_rel = [&](int64_t r) { return MaskRow{rel + r * N}; };
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_backward_mask", [&] {
+    backward_rows<scalar_t>(S, -1, slopes, prm, make_rel, G);
+  });
+}
+
+// H = G + G^T for the square self-retrieval score matrix, tile by tile: tile (I, J) and its
+// mirror (J, I) are produced together, so S is read twice and H written once, all in cache.
+template <typename T>
+void symmetric_rows(const at::Tensor& S, const at::Tensor& labels, const at::Tensor& slopes,
+                    const BinParams& prm, at::Tensor& H) {
+  constexpr int64_t kTile = 64;
+  const int64_t B = S.size(0), M = prm.M;
+  const auto b = make_bins<T>(prm.lo, prm.hi, static_cast<int>(M));
+  const T* s = S.data_ptr<T>();
+  T* h = H.data_ptr<T>();
+  const int64_t* lab = labels.data_ptr<int64_t>();
+  const double* sl = slopes.data_ptr<double>();
+  // dL/dS_ij for query i and item j (i != j).
+  auto g = [&](int64_t i, int64_t j) -> double {
+    const BinPos<T> q = locate(s[i * B + j], b);
+    if (!q.grad) return 0.0;
+    const double* neg = sl + i * 2 * (M - 1);
+    return lab[i] == lab[j] ? neg[(M - 1) + q.m] : neg[q.m];
+  };
+  auto tile_row = [&](int64_t I) {
+    const int64_t i0 = I * kTile, i1 = std::min(B, i0 + kTile);
+    for (int64_t j0 = i0; j0 < B; j0 += kTile) {
+      const int64_t j1 = std::min(B, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
+          const T v = static_cast<T>(g(i, j) + g(j, i));
+          h[i * B + j] = v;
+          h[j * B + i] = v;
+        }
+      }
+    }
+    for (int64_t i = i0; i < i1; ++i) h[i * B + i] = T(0);
+  };
+  // Tile rows hold a decreasing triangle of work; pairing row I with row T-1-I balances threads.
+  const int64_t tiles = (B + kTile - 1) / kTile;
+  at::parallel_for(0, (tiles + 1) / 2, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      tile_row(k);
+      if (tiles - 1 - k != k) tile_row(tiles - 1 - k);
+    }
+  });
+}
+
+void backward_self_symmetric(const at::Tensor& S, const at::Tensor& labels,
+                             const at::Tensor& slopes, const BinParams& prm, at::Tensor& H) {
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_backward_symmetric", [&] {
+    symmetric_rows<scalar_t>(S, labels, slopes, prm, H);
+  });
+}
+
+bool always_sync() { return true; }
+
+const RowKernels kCpuKernels{forward_labels, forward_mask,        backward_labels,
+                             backward_mask,  backward_self_symmetric, always_sync};
+
+ForwardOut ap_self(const at::Tensor& e, const at::Tensor& l, int64_t M, double lo, double hi,
+                   int64_t v, int64_t c) {
+  return ap_self_impl(kCpuKernels, e, l, M, lo, hi, v, c);
+}
+at::Tensor ap_self_backward(const at::Tensor& g, const at::Tensor& e, const at::Tensor& l,
+                            const at::Tensor& coef, const at::Tensor& s, int64_t M, double lo,
+                            double hi, int64_t c) {
+  return ap_self_backward_impl(kCpuKernels, g, e, l, coef, s, M, lo, hi, c);
+}
+ForwardOut ap_ref(const at::Tensor& q, const at::Tensor& ql, const at::Tensor& x,
+                  const at::Tensor& xl, int64_t M, double lo, double hi, int64_t v, int64_t c) {
+  return ap_ref_impl(kCpuKernels, q, ql, x, xl, M, lo, hi, v, c);
+}
+std::tuple<at::Tensor, at::Tensor> ap_ref_backward(const at::Tensor& g, const at::Tensor& q,
+                                                   const at::Tensor& ql, const at::Tensor& x,
+                                                   const at::Tensor& xl, const at::Tensor& coef,
+                                                   const at::Tensor& s, int64_t M, double lo,
+                                                   double hi, int64_t c) {
+  return ap_ref_backward_impl(kCpuKernels, g, q, ql, x, xl, coef, s, M, lo, hi, c);
+}
+std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores(const at::Tensor& s, const at::Tensor& r,
+                                                         int64_t M, double lo, double hi,
+                                                         int64_t v) {
+  return ap_scores_impl(kCpuKernels, s, r, M, lo, hi, v);
+}
+at::Tensor ap_scores_backward(const at::Tensor& g, const at::Tensor& s, const at::Tensor& r,
+                              const at::Tensor& coef, int64_t M, double lo, double hi) {
+  return ap_scores_backward_impl(kCpuKernels, g, s, r, coef, M, lo, hi);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(apl, CPU, m) {
+  m.impl("ap_self", &ap_self);
+  m.impl("ap_self_backward", &ap_self_backward);
+  m.impl("ap_ref", &ap_ref);
+  m.impl("ap_ref_backward", &ap_ref_backward);
+  m.impl("ap_scores", &ap_scores);
+  m.impl("ap_scores_backward", &ap_scores_backward);
+}
+
+}  // namespace apl

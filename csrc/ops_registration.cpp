@@ -1,0 +1,34 @@
+// The apl operators, defined once for every device. Device implementations are registered in
+// csrc/cpu/ and csrc/cuda/; the Python side adds fake (meta) kernels and autograd (apl/_ops.py).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(apl, m) {
+  // Self retrieval: every row of `embeddings` is a query against all the other rows.
+  // Returns per-query AP, positive counts, per-bin coefficients (B, 2, M) and, when
+  // chunk_size <= 0, the (B, B) scores kept for backward (an empty tensor when streaming).
+  m.def("ap_self(Tensor embeddings, Tensor labels, int num_bins, float lo, float hi, int variant, "
+        "int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("ap_self_backward(Tensor grad_ap, Tensor embeddings, Tensor labels, Tensor coef, "
+        "Tensor scores, int num_bins, float lo, float hi, int chunk_size) -> Tensor");
+  // Queries against a separate database (no self-exclusion).
+  m.def("ap_ref(Tensor queries, Tensor query_labels, Tensor refs, Tensor ref_labels, int num_bins, "
+        "float lo, float hi, int variant, int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("ap_ref_backward(Tensor grad_ap, Tensor queries, Tensor query_labels, Tensor refs, "
+        "Tensor ref_labels, Tensor coef, Tensor scores, int num_bins, float lo, float hi, "
+        "int chunk_size) -> (Tensor, Tensor)");
+  // Score-matrix form: (B, N) scores and a bool relevance mask of the same shape.
+  m.def("ap_scores(Tensor scores, Tensor relevance, int num_bins, float lo, float hi, int variant) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("ap_scores_backward(Tensor grad_ap, Tensor scores, Tensor relevance, Tensor coef, "
+        "int num_bins, float lo, float hi) -> Tensor");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "apl compiled kernels (operators are under torch.ops.apl)";
+#ifdef APL_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+}
