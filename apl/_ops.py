@@ -62,6 +62,7 @@ if _C is not None:
         _ap, _npos, coef, scores = output
         ctx.save_for_backward(embeddings, labels, coef, scores)
         ctx.args = (num_bins, lo, hi, chunk_size)
+        ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
 
     def _backward_self(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
         embeddings, labels, coef, scores = ctx.saved_tensors
@@ -77,6 +78,7 @@ if _C is not None:
         _ap, _npos, coef, scores = output
         ctx.save_for_backward(queries, query_labels, refs, ref_labels, coef, scores)
         ctx.args = (num_bins, lo, hi, chunk_size)
+        ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
 
     def _backward_ref(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
         queries, query_labels, refs, ref_labels, coef, scores = ctx.saved_tensors
@@ -94,6 +96,7 @@ if _C is not None:
         _ap, _npos, coef = output
         ctx.save_for_backward(scores, relevance, coef)
         ctx.args = (num_bins, lo, hi)
+        ctx.set_materialize_grads(False)
 
     def _backward_scores(ctx, grad_ap, _g_npos, _g_coef):
         scores, relevance, coef = ctx.saved_tensors

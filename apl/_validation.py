@@ -67,7 +67,7 @@ def check_matrix(x, name: str) -> torch.Tensor:
 def check_finite(x: torch.Tensor, name: str) -> None:
     """Data-dependent (one host sync); used by the reference, the kernels check in their pass."""
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise ValueError(f"{name} contain NaN or Inf values")
 
 
 def check_labels(labels, n: int, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:

@@ -34,11 +34,11 @@ void check_labels(const at::Tensor& labels, int64_t n, const at::Tensor& like, c
                     " but the embeddings are on ", like.device());
 }
 
-void check_finite(const RowKernels& k, const at::Tensor& flag) {
+// The binning pass flags non-finite scores for free; reading the flag is one host sync.
+void check_finite(const RowKernels& k, const at::Tensor& flag, const char* what) {
   if (!k.can_sync()) return;
-  TORCH_CHECK_VALUE(flag.item<int32_t>() == 0,
-                    "apl: embeddings (or scores) contain NaN or Inf: a similarity score is not "
-                    "finite");
+  TORCH_CHECK_VALUE(flag.item<int32_t>() == 0, "apl: ", what,
+                    " contain NaN or Inf values (a similarity score is not finite)");
 }
 
 BinParams params(int64_t num_bins, double lo, double hi, int64_t variant = 0) {
@@ -98,7 +98,7 @@ ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const
       k.forward_labels(S, lab.narrow(0, r0, R), lab, r0, p, ap, npos, coef, out.flag);
     }
   }
-  check_finite(k, out.flag);
+  check_finite(k, out.flag, "embeddings");
   return {out.ap, out.npos, out.coef, scores};
 }
 
@@ -164,7 +164,7 @@ ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at:
       k.forward_labels(S, ql.narrow(0, r0, R), xl, -1, p, ap, npos, coef, out.flag);
     }
   }
-  check_finite(k, out.flag);
+  check_finite(k, out.flag, "embeddings or ref_embeddings");
   return {out.ap, out.npos, out.coef, scores};
 }
 
@@ -222,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores_impl(const RowKernels& 
   const auto p = params(num_bins, lo, hi, variant);
   Forward out(S.size(0), num_bins, S);
   k.forward_mask(S, rel, p, out.ap, out.npos, out.coef, out.flag);
-  check_finite(k, out.flag);
+  check_finite(k, out.flag, "scores");
   return {out.ap, out.npos, out.coef};
 }
 
