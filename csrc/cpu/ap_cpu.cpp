@@ -25,26 +25,49 @@ struct MaskRow {
   bool operator()(int64_t j) const { return row[j]; }
 };
 
-// Accumulate one row's histograms over items [j0, j1). Returns the sum of the scores, used only
-// to detect NaN/Inf without a branch per element.
+// Independent accumulator lanes per row. Scores of a batch crowd into a few bins, so a single
+// histogram turns `n[m] += w` into a serial chain through memory; four lanes (items j, j+1, j+2,
+// j+3) run in parallel and are summed in a fixed order, which keeps results deterministic.
+constexpr int kLanes = 4;
+
+// Accumulate one row's histograms over items [j0, j1) into the lanes: lane l holds p at
+// hist + 2*M*l and n right after it. Returns the sum of the scores, used only to detect NaN/Inf
+// without a branch per element.
 template <typename T, typename Rel>
-double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b, double* p,
-                  double* n, int64_t& npos) {
-  double sum = 0.0;
-  for (int64_t j = j0; j < j1; ++j) {
+double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
+                  int64_t M, double* hist, int64_t& npos) {
+  double sum[kLanes] = {0.0, 0.0, 0.0, 0.0};
+  int64_t count[kLanes] = {0, 0, 0, 0};
+  auto add = [&](int lane, int64_t j) {
     const T v = s[j];
-    sum += v;
+    sum[lane] += v;
     const BinPos<T> q = locate(v, b);
     const T w1 = q.frac, w0 = T(1) - w1;
+    double* p = hist + 2 * M * lane;
+    double* n = p + M;
     n[q.m] += w0;
     n[q.m + 1] += w1;
     if (rel(j)) {
       p[q.m] += w0;
       p[q.m + 1] += w1;
-      ++npos;
+      ++count[lane];
     }
+  };
+  int64_t j = j0;
+  for (; j + kLanes <= j1; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) add(l, j + l);
   }
-  return sum;
+  for (; j < j1; ++j) add(0, j);
+  npos += count[0] + count[1] + count[2] + count[3];
+  return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+}
+
+// Folds lanes 1.. into lane 0 (fixed order).
+inline void reduce_lanes(double* hist, int64_t M) {
+  for (int l = 1; l < kLanes; ++l) {
+    const double* src = hist + 2 * M * l;
+    for (int64_t k = 0; k < 2 * M; ++k) hist[k] += src[k];
+  }
 }
 
 // Fill one row of dL/dS over items [j0, j1) from the row's slope tables.
@@ -58,13 +81,13 @@ void gradient(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>&
   }
 }
 
-// Runs `row(r, scratch)` for every row in parallel; scratch holds 2 * M doubles per task.
+// Runs `row(r, scratch)` for every row in parallel; scratch holds kLanes * 2 * M doubles per task.
 template <typename F>
 void for_each_row(int64_t R, int64_t N, int64_t M, const F& row) {
   // About 32k score elements per task keeps the scheduling overhead negligible.
   const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(N, 1));
   at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
-    std::vector<double> scratch(2 * M);
+    std::vector<double> scratch(kLanes * 2 * M);
     for (int64_t r = r0; r < r1; ++r) row(r, scratch.data());
   });
 }
@@ -80,22 +103,23 @@ void forward_rows(const at::Tensor& S, int64_t self_offset, const BinParams& prm
   int64_t* npos_p = npos.data_ptr<int64_t>();
   double* coef_p = coef.data_ptr<double>();
   int32_t* bad = nonfinite.data_ptr<int32_t>();
-  for_each_row(R, N, M, [&](int64_t r, double* scratch) {
-    double* p = scratch;
-    double* n = scratch + M;
-    std::fill(scratch, scratch + 2 * M, 0.0);
+  for_each_row(R, N, M, [&](int64_t r, double* hist) {
+    std::fill(hist, hist + kLanes * 2 * M, 0.0);
     const T* row = s + r * N;
     const auto rel = make_rel(r);
     int64_t count = 0;
     double sum;
     const int64_t self = self_offset >= 0 ? self_offset + r : -1;
     if (self >= 0 && self < N) {  // leave the query itself out, without a branch per element
-      sum = accumulate(row, 0, self, rel, b, p, n, count);
-      sum += accumulate(row, self + 1, N, rel, b, p, n, count);
+      sum = accumulate(row, 0, self, rel, b, M, hist, count);
+      sum += accumulate(row, self + 1, N, rel, b, M, hist, count);
       if (!std::isfinite(static_cast<double>(row[self]))) sum = NAN;
     } else {
-      sum = accumulate(row, 0, N, rel, b, p, n, count);
+      sum = accumulate(row, 0, N, rel, b, M, hist, count);
     }
+    reduce_lanes(hist, M);
+    const double* p = hist;
+    const double* n = hist + M;
     if (!std::isfinite(sum)) *bad = 1;  // benign race: every writer stores 1
     double* cp = coef_p + r * 2 * M;
     ap_p[r] = static_cast<T>(ap_and_coefficients(p, n, static_cast<int>(M),
@@ -170,8 +194,10 @@ void backward_mask(const at::Tensor& S, const at::Tensor& relevance, const at::T
   });
 }
 
-// H = G + G^T for the square self-retrieval score matrix, tile by tile: tile (I, J) and its
-// mirror (J, I) are produced together, so S is read twice and H written once, all in cache.
+// H = G + G^T for the square self-retrieval score matrix, tile by tile. For tile (I, J), I <= J,
+// A[i][j] = g(i, j) comes from rows i of S and Bt[j][i] = g(j, i) from rows j, both read
+// contiguously into two cache-resident buffers; H_IJ and its mirror H_JI are then written row by
+// row. S is read twice and H written once.
 template <typename T>
 void symmetric_rows(const at::Tensor& S, const at::Tensor& labels, const at::Tensor& slopes,
                     const BinParams& prm, at::Tensor& H) {
@@ -182,33 +208,44 @@ void symmetric_rows(const at::Tensor& S, const at::Tensor& labels, const at::Ten
   T* h = H.data_ptr<T>();
   const int64_t* lab = labels.data_ptr<int64_t>();
   const double* sl = slopes.data_ptr<double>();
-  // dL/dS_ij for query i and item j (i != j).
-  auto g = [&](int64_t i, int64_t j) -> double {
-    const BinPos<T> q = locate(s[i * B + j], b);
-    if (!q.grad) return 0.0;
+  // out[j - j0] = dL/dS_ij for query i and items [j0, j1).
+  auto g_row = [&](int64_t i, int64_t j0, int64_t j1, double* out) {
     const double* neg = sl + i * 2 * (M - 1);
-    return lab[i] == lab[j] ? neg[(M - 1) + q.m] : neg[q.m];
+    const double* pos = neg + (M - 1);
+    const T* row = s + i * B;
+    const int64_t li = lab[i];
+    for (int64_t j = j0; j < j1; ++j) {
+      const BinPos<T> q = locate(row[j], b);
+      const double v = lab[j] == li ? pos[q.m] : neg[q.m];
+      out[j - j0] = q.grad ? v : 0.0;
+    }
   };
-  auto tile_row = [&](int64_t I) {
-    const int64_t i0 = I * kTile, i1 = std::min(B, i0 + kTile);
+  auto tile_row = [&](int64_t I, double* A, double* Bt) {
+    const int64_t i0 = I * kTile, i1 = std::min(B, i0 + kTile), ni = i1 - i0;
     for (int64_t j0 = i0; j0 < B; j0 += kTile) {
-      const int64_t j1 = std::min(B, j0 + kTile);
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-          const T v = static_cast<T>(g(i, j) + g(j, i));
-          h[i * B + j] = v;
-          h[j * B + i] = v;
+      const int64_t j1 = std::min(B, j0 + kTile), nj = j1 - j0;
+      for (int64_t i = i0; i < i1; ++i) g_row(i, j0, j1, A + (i - i0) * kTile);
+      for (int64_t j = j0; j < j1; ++j) g_row(j, i0, i1, Bt + (j - j0) * kTile);
+      for (int64_t i = 0; i < ni; ++i) {
+        T* out = h + (i0 + i) * B + j0;
+        for (int64_t j = 0; j < nj; ++j) out[j] = static_cast<T>(A[i * kTile + j] + Bt[j * kTile + i]);
+      }
+      if (j0 != i0) {
+        for (int64_t j = 0; j < nj; ++j) {
+          T* out = h + (j0 + j) * B + i0;
+          for (int64_t i = 0; i < ni; ++i) out[i] = static_cast<T>(A[i * kTile + j] + Bt[j * kTile + i]);
         }
       }
     }
-    for (int64_t i = i0; i < i1; ++i) h[i * B + i] = T(0);
+    for (int64_t i = i0; i < i1; ++i) h[i * B + i] = T(0);  // the query is not in its own list
   };
   // Tile rows hold a decreasing triangle of work; pairing row I with row T-1-I balances threads.
   const int64_t tiles = (B + kTile - 1) / kTile;
   at::parallel_for(0, (tiles + 1) / 2, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<double> buf(2 * kTile * kTile);
     for (int64_t k = k0; k < k1; ++k) {
-      tile_row(k);
-      if (tiles - 1 - k != k) tile_row(tiles - 1 - k);
+      tile_row(k, buf.data(), buf.data() + kTile * kTile);
+      if (tiles - 1 - k != k) tile_row(tiles - 1 - k, buf.data(), buf.data() + kTile * kTile);
     }
   });
 }
