@@ -1,0 +1,27 @@
+"""Data: image lists and folders, torch-only transforms, batch samplers, the Revisited Oxford /
+Paris ground truth, and the bundled UCI digits."""
+from .digits import DigitsDataset, load_digits, split_digits
+from .image_list import IMAGE_EXTENSIONS, CorruptImageError, ImageList, read_image, read_image_list
+from .revisited import REVISITED_DATASETS, RevisitedDataset, crop_query, download_revisited, load_revisited
+from .samplers import ClassBalancedBatchSampler, ClassSpreadBatchSampler
+from .transforms import (
+    CenterCrop,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomCrop,
+    RandomHorizontalFlip,
+    Resize,
+    ResizeMax,
+    eval_transform,
+    to_tensor,
+    train_transform,
+)
+
+__all__ = [
+    "CenterCrop", "ClassBalancedBatchSampler", "ClassSpreadBatchSampler", "ColorJitter", "Compose",
+    "CorruptImageError", "DigitsDataset", "IMAGE_EXTENSIONS", "ImageList", "Normalize", "REVISITED_DATASETS",
+    "RandomCrop", "RandomHorizontalFlip", "Resize", "ResizeMax", "RevisitedDataset", "crop_query",
+    "download_revisited", "eval_transform", "load_digits", "load_revisited", "read_image", "read_image_list",
+    "split_digits", "to_tensor", "train_transform",
+]

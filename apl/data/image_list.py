@@ -1,0 +1,175 @@
+"""ImageList: labelled images from a list file (the Landmarks-clean form) or per-class folders.
+
+List file: one image per line, "<relative path> <label>" (whitespace or a comma between them; the
+path may itself contain spaces, the label is the last field). Labels are ints or strings; blank
+lines and lines starting with "#" are skipped. Classes are the distinct labels, sorted (numerically
+when all are ints), and `targets` holds each image's class index 0..C-1.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .transforms import to_tensor
+
+PathLike = Union[str, os.PathLike]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+_LINE = re.compile(r"^(.*\S)[\s,]+(\S+)$")
+
+
+class CorruptImageError(ValueError):
+    """An image file exists but Pillow cannot decode it."""
+
+
+def read_image(path: PathLike, mode: str = "RGB", source: Optional[str] = None) -> Image.Image:
+    """Open and decode an image with Pillow, converted to `mode`; errors name the file (and `source`)."""
+    where = f" ({source})" if source else ""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}{where}")
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a truncated file fails here and not later
+            return img.convert(mode)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise CorruptImageError(f"corrupt or unreadable image: {path}{where}: {err}") from err
+
+
+def _parse_label(text: str) -> Union[int, str]:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def read_image_list(list_file: PathLike, suffix: str = "") -> tuple[list[str], list, list[int]]:
+    """(relative paths + `suffix`, labels, line numbers) of a list file."""
+    list_file = Path(list_file)
+    if not list_file.is_file():
+        raise FileNotFoundError(f"image list not found: {list_file}")
+    paths, labels, lines = [], [], []
+    with open(list_file, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            m = _LINE.match(line)
+            if m is None:
+                raise ValueError(
+                    f"{list_file}, line {lineno}: malformed line {line!r}; expected '<relative image path> <label>'"
+                )
+            paths.append(m.group(1) + suffix)
+            labels.append(_parse_label(m.group(2)))
+            lines.append(lineno)
+    if not paths:
+        raise ValueError(f"image list {list_file} has no images")
+    return paths, labels, lines
+
+
+def _sorted_classes(labels: Sequence) -> list:
+    unique = set(labels)
+    if all(isinstance(v, int) for v in unique):
+        return sorted(unique)
+    return sorted(unique, key=str)
+
+
+class ImageList(torch.utils.data.Dataset):
+    """Images `root/paths[i]` with labels; item i is (transform(image tensor), class index).
+
+    Images are read with Pillow in `mode` ("RGB" or "L") and turned into float (C, H, W) tensors in
+    [0, 1] before `transform`. Files are only opened when an item is read; `check_files` checks
+    them all up front.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        paths: Sequence[str],
+        labels: Sequence,
+        transform: Optional[Callable] = None,
+        mode: str = "RGB",
+        sources: Optional[Sequence[str]] = None,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"got {len(paths)} paths but {len(labels)} labels")
+        if not paths:
+            raise ValueError("an ImageList needs at least one image")
+        if mode not in ("RGB", "L"):
+            raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.labels = list(labels)
+        self.classes = _sorted_classes(self.labels)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.targets = [self.class_to_idx[v] for v in self.labels]
+        self.transform = transform
+        self.mode = mode
+        self.sources = list(sources) if sources is not None else None
+
+    @classmethod
+    def from_list_file(
+        cls,
+        list_file: PathLike,
+        root: Optional[PathLike] = None,
+        transform: Optional[Callable] = None,
+        mode: str = "RGB",
+        suffix: str = "",
+    ) -> "ImageList":
+        """From a list file; paths are relative to `root` (default: the list file's folder)."""
+        paths, labels, lines = read_image_list(list_file, suffix)
+        root = Path(list_file).parent if root is None else root
+        sources = [f"{list_file}, line {n}" for n in lines]
+        return cls(root, paths, labels, transform, mode, sources)
+
+    @classmethod
+    def from_folders(
+        cls,
+        root: PathLike,
+        transform: Optional[Callable] = None,
+        mode: str = "RGB",
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ) -> "ImageList":
+        """From `root/<class name>/<image>`: one sub-folder per class, named by its label."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise ValueError(f"no class sub-folders in {root} (expected root/<class>/<image>)")
+        exts = tuple(e.lower() for e in extensions)
+        paths, labels = [], []
+        for d in class_dirs:
+            files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in exts)
+            if not files:
+                raise ValueError(f"empty class: folder {d} has no image files ({', '.join(exts)})")
+            paths += [str(f.relative_to(root)) for f in files]
+            labels += [_parse_label(d.name)] * len(files)
+        return cls(root, paths, labels, transform, mode)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.paths[index]
+
+    def load(self, index: int) -> Image.Image:
+        """The Pillow image of item `index` (before any transform)."""
+        source = self.sources[index] if self.sources is not None else None
+        return read_image(self.path(index), self.mode, source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = to_tensor(self.load(index))
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.targets[index]
+
+    def check_files(self) -> None:
+        """Raise FileNotFoundError for the first listed image that does not exist."""
+        for i in range(len(self)):
+            if not self.path(i).is_file():
+                where = f" ({self.sources[i]})" if self.sources is not None else ""
+                raise FileNotFoundError(f"image file not found: {self.path(i)}{where}")

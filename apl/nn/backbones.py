@@ -1,0 +1,119 @@
+"""Backbones: networks from an image batch (B, C, H, W) to feature maps (B, out_channels, h, w).
+
+- "small_cnn": a compact CNN that trains on a couple of CPU cores; fine on 8x8 or 32x32 images.
+- "resnet18" ... "resnet152": torchvision ResNets without their pooling and classifier. torchvision
+  is optional: it is imported only when such a backbone is built, and weights are downloaded only
+  with `pretrained=True`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+SMALL_CNN = "small_cnn"
+BACKBONES = (SMALL_CNN,) + RESNETS
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'group', 'batch' or 'none', got {kind!r}")
+
+
+class SmallCNN(nn.Module):
+    """Stages of two 3x3 conv + norm + ReLU, with a 2x2 max-pool between stages (8x8 -> 2x2).
+
+    No normalisation layer by default: a descriptor then does not depend on the rest of the batch,
+    so the multistage backward (which recomputes one image at a time) sees the same network as the
+    forward pass over the whole batch, and it is the fastest on CPU. `norm="batch"` (descriptors
+    depend on the batch in training mode) and `norm="group"` (batch-independent, but much slower on
+    CPU in current PyTorch) are available.
+    """
+
+    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (32, 64, 128), norm: str = "none") -> None:
+        super().__init__()
+        if in_channels < 1 or not widths:
+            raise ValueError(f"need in_channels >= 1 and at least one stage, got {in_channels}, {widths}")
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for i, width in enumerate(widths):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            for _ in range(2):
+                layers += [nn.Conv2d(prev, width, 3, padding=1, bias=norm == "none"), _norm(norm, width), nn.ReLU(inplace=True)]
+                prev = width
+        self.features = nn.Sequential(*layers)
+        self.in_channels = in_channels
+        self.out_channels = prev
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet up to its last residual stage (stride 32).
+
+    With `freeze_batchnorm` (default) the BatchNorm layers keep their statistics and stay in eval
+    mode, so a descriptor does not depend on its batch (same reason as in `SmallCNN`).
+    """
+
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, freeze_batchnorm: bool = True) -> None:
+        super().__init__()
+        if name not in RESNETS:
+            raise ValueError(f"unknown ResNet {name!r}; available: {', '.join(RESNETS)}")
+        try:
+            models = importlib.import_module("torchvision.models")
+        except ImportError as err:
+            raise ImportError(
+                f"backbone {name!r} needs torchvision, which is not installed (pip install torchvision); "
+                f"the built-in {SMALL_CNN!r} backbone needs nothing else"
+            ) from err
+        # weights=None never downloads; "DEFAULT" (ImageNet) only when asked for
+        net = getattr(models, name)(weights="DEFAULT" if pretrained else None)
+        self.features = nn.Sequential(
+            net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
+        )
+        self.out_channels = net.fc.in_features
+        self.in_channels = 3
+        self.freeze_batchnorm = freeze_batchnorm
+        if freeze_batchnorm:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.weight.requires_grad_(False)
+                    m.bias.requires_grad_(False)
+            self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ResNetBackbone":
+        super().train(mode)
+        if self.freeze_batchnorm:
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+def build_backbone(name: str, in_channels: int = 3, pretrained: bool = False, **kwargs) -> nn.Module:
+    """A backbone by name (see `BACKBONES`); extra keyword arguments go to its constructor.
+
+    ResNets take RGB input only; `pretrained` applies to them (the small CNN has no weights to load).
+    """
+    if name == SMALL_CNN:
+        if pretrained:
+            raise ValueError(f"{SMALL_CNN!r} has no pretrained weights")
+        return SmallCNN(in_channels=in_channels, **kwargs)
+    if name in RESNETS:
+        if in_channels != 3:
+            raise ValueError(f"backbone {name!r} takes 3-channel (RGB) images, got in_channels={in_channels}")
+        return ResNetBackbone(name, pretrained=pretrained, **kwargs)
+    raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

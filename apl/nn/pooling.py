@@ -1,0 +1,45 @@
+"""Global pooling and normalisation of convolutional feature maps."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenovic et al.): (mean over H, W of x^p)^(1/p), (B, C, H, W) -> (B, C).
+
+    p = 1 is average pooling and p -> inf max pooling. With `learn_p`, p is a parameter trained with
+    the network. Activations are clamped to `eps` first, since x^p needs x > 0 for fractional p.
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learn_p: bool = True) -> None:
+        super().__init__()
+        if not p > 0:
+            raise ValueError(f"GeM power p must be > 0, got {p!r}")
+        value = torch.tensor(float(p))
+        if learn_p:
+            self.p = nn.Parameter(value)
+        else:
+            self.register_buffer("p", value)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"GeM expects (B, C, H, W) feature maps, got shape {tuple(x.shape)}")
+        p = self.p.to(x.dtype)
+        return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+    def extra_repr(self) -> str:
+        return f"p={float(self.p.detach()):.4g}, eps={self.eps}, learn_p={isinstance(self.p, nn.Parameter)}"
+
+
+class L2Norm(nn.Module):
+    """Scales each row (the last dimension) to unit L2 norm."""
+
+    def __init__(self, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, p=2, dim=-1, eps=self.eps)
