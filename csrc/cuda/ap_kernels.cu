@@ -9,9 +9,10 @@
 //            any thread order: the result is bitwise deterministic, with no float atomics. For
 //            float32 scores the weights are (in all but the top bin) multiples of 2^-24, which the
 //            fixed point holds exactly: the histograms are then the exact sums of the weights.
-//            Each warp adds into its own copy of the histograms (fewer conflicts); the copies are
-//            summed (exact integers), converted to double, and one thread turns them into the
-//            row's AP and coefficients with apl::ap_and_coefficients (the CPU kernel's code).
+//            Each thread sums runs of scores that fall in the same bin in registers, each warp
+//            adds into its own copy of the histograms (fewer conflicts); the copies are summed
+//            (exact integers), converted to double, and one thread turns them into the row's AP
+//            and coefficients with apl::ap_and_coefficients (the CPU kernel's code).
 // Backward : an elementwise pass per row, G = slope[relevance][bin] inside (lo, hi), else 0.
 // Symmetric: H = G + G^T by pairs of 32 x 32 tiles (I, J), I <= J: both score tiles go through
 //            shared memory, so every read and write of S and H is coalesced, and each H value is
@@ -82,7 +83,20 @@ __global__ void __launch_bounds__(kForwardThreads)
   const int64_t self = (!kMask && a.self_offset >= 0) ? a.self_offset + r : -1;
   const double scale = ldexp(1.0, shift);
 
-  unsigned long long count = 0;
+  // Each thread keeps the sums for the bin pair (cm, cm + 1) of its last score in registers and
+  // adds them to the shared histograms only when a score falls elsewhere: scores of a batch
+  // crowd into a few bins, so this removes most shared atomics (and their serialisation when all
+  // lanes of a warp hit the same bin). Integer sums, so the grouping changes no bit.
+  unsigned long long count = 0, c_n0 = 0, c_n1 = 0, c_p0 = 0, c_p1 = 0;
+  int cm = -1;
+  auto flush = [&]() {
+    if (cm < 0) return;
+    if (c_n0) atomicAdd(hn + cm, c_n0);
+    if (c_n1) atomicAdd(hn + cm + 1, c_n1);
+    if (c_p0) atomicAdd(hp + cm, c_p0);
+    if (c_p1) atomicAdd(hp + cm + 1, c_p1);
+    c_n0 = c_n1 = c_p0 = c_p1 = 0;
+  };
   int bad = 0;
   for (int64_t j = tid; j < N; j += blockDim.x) {
     const T v = row[j];
@@ -92,14 +106,19 @@ __global__ void __launch_bounds__(kForwardThreads)
     const T w1 = q.frac, w0 = T(1) - w1;
     const unsigned long long u0 = to_fixed(w0, scale), u1 = to_fixed(w1, scale);
     const bool rel = kMask ? mrow[j] : (a.x_labels[j] == qlab);
-    if (u0) atomicAdd(hn + q.m, u0);
-    if (u1) atomicAdd(hn + q.m + 1, u1);
+    if (q.m != cm) {
+      flush();
+      cm = q.m;
+    }
+    c_n0 += u0;
+    c_n1 += u1;
     if (rel) {
-      if (u0) atomicAdd(hp + q.m, u0);
-      if (u1) atomicAdd(hp + q.m + 1, u1);
+      c_p0 += u0;
+      c_p1 += u1;
       ++count;
     }
   }
+  flush();
   if (count) atomicAdd(&s_count, count);
   // Every writer stores the same 1: the outcome does not depend on the order.
   if (__syncthreads_or(bad) && tid == 0) *nonfinite = 1;
