@@ -180,6 +180,7 @@ def test_precision_recall_match_reference(k):
     labels = np.random.default_rng(6).integers(0, 5, 50)
     p_ref, r_ref = topk_reference(emb, labels, k)
     assert precision_at_k(emb, labels, k) == pytest.approx(p_ref, abs=1e-12)
+    assert precision_at_k(emb, labels, k, chunk_size=7) == pytest.approx(p_ref, abs=1e-12)
     assert recall_at_k(emb, labels, k) == pytest.approx(r_ref, abs=1e-12)
     both = precision_at_k(emb, labels, [k, 1])
     assert both[k] == pytest.approx(p_ref, abs=1e-12) and set(both) == {k, 1}
@@ -299,6 +300,11 @@ def test_knn_ties_lower_index_whatever_the_chunking_and_exclude_self():
         assert i.tolist() == [[4, 0, 1]]
         _, i = knn(db, db, 2, chunk_size=chunk, exclude_self=True)
         assert i[4].tolist() == [0, 1] and i[0].tolist() == [4, 1]
+        # a block of the database as queries: query r is item self_offset + r
+        _, i = knn(db[3:5], db, 2, chunk_size=chunk, exclude_self=True, self_offset=3)
+        assert i.tolist() == [[4, 0], [0, 1]]
+    with pytest.raises(ValueError, match="must be database items"):
+        knn(db[3:5], db, 2, exclude_self=True, self_offset=4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

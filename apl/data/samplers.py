@@ -32,7 +32,8 @@ def _draw(members: torch.Tensor, count: int, g: torch.Generator) -> torch.Tensor
 
 class _EpochSampler(torch.utils.data.Sampler):
     def __init__(self, labels: Sequence, num_batches: int, seed: int) -> None:
-        labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+        # tolist() turns tensor / NumPy labels into Python ints, which sort numerically
+        labels = labels.tolist() if hasattr(labels, "tolist") else list(labels)
         self.classes = _group_by_class(labels)
         if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
             raise ValueError(f"num_batches must be a positive int, got {num_batches!r}")

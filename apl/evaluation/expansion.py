@@ -53,12 +53,6 @@ def alpha_database_augmentation(
     out = torch.empty_like(db)
     for start in range(0, n, _QUERY_BLOCK):
         block = db[start : start + _QUERY_BLOCK]
-        s, idx = knn(block, db, k + 1, chunk_size)
-        # Drop the item itself (wherever it ranks); where it is not in the k + 1, drop the last one.
-        own = torch.arange(start, start + block.shape[0], device=idx.device)[:, None]
-        keep = idx != own
-        keep &= keep.cumsum(1) <= k
-        s = s[keep].view(-1, k)
-        idx = idx[keep].view(-1, k)
+        s, idx = knn(block, db, k, chunk_size, exclude_self=True, self_offset=start)
         out[start : start + block.shape[0]] = _weighted_sum(block, db, s, idx, alpha)
     return out

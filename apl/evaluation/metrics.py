@@ -50,7 +50,8 @@ def _setup(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 def average_precisions(embeddings, labels, chunk_size: Optional[int] = None) -> torch.Tensor:
     """Per-query exact AP, (N,) float64 on the device of `embeddings`; NaN where no positive.
 
-    `chunk_size` queries are ranked at a time (default: enough to hold ~1M scores).
+    `chunk_size` queries are ranked at a time (default: enough to hold ~1M scores); the same
+    holds for the functions below.
     """
     e, y, num_pos = _setup(embeddings, labels)
     n = e.shape[0]
@@ -97,8 +98,13 @@ def _hits_at_k(embeddings, labels, ks: KType, chunk_size: Optional[int]):
     k_list = [int(ks)] if single else [int(k) for k in ks]
     if not k_list or any(k < 1 or k > e.shape[0] - 1 for k in k_list):
         raise ValueError(f"k must be in [1, {e.shape[0] - 1}] (the number of other items), got {ks!r}")
-    _, idx = knn(e, e, max(k_list), chunk_size=chunk_size or 65536, exclude_self=True)
-    rel = (y[idx] == y[:, None]).to(torch.float64)
+    n, kmax = e.shape[0], max(k_list)
+    rows = chunk_size or max(1, _BLOCK_ELEMS // n)
+    rel = torch.empty(n, kmax, dtype=torch.float64, device=e.device)
+    for start in range(0, n, rows):
+        block = e[start : start + rows]
+        _, idx = knn(block, e, kmax, exclude_self=True, self_offset=start)
+        rel[start : start + block.shape[0]] = (y[idx] == y[start : start + block.shape[0], None]).to(torch.float64)
     hits = {k: rel[:, :k].sum(1) for k in k_list}
     return single, k_list, hits, num_pos.to(torch.float64)
 

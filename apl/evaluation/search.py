@@ -60,26 +60,28 @@ def knn(
     k: int,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     exclude_self: bool = False,
+    self_offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The `k` highest-scoring database items for each query: (scores, indices), each (Q, k).
 
     Only a (Q, k + chunk_size) block is held at a time. Equal scores are ordered by increasing
-    database index, so the result does not depend on the chunk size. With `exclude_self`, the
-    queries are the database itself (Q == N) and item i is never returned for query i.
+    database index, so the result does not depend on the chunk size. With `exclude_self`, query r
+    is database item `self_offset + r` (the queries are database[self_offset : self_offset + Q])
+    and is never returned for itself.
     """
     q = as_matrix(queries, "queries")
     db = as_matrix(database, "database")
     if q.shape[1] != db.shape[1]:
         raise ValueError(f"queries have dimension {q.shape[1]} but database has {db.shape[1]}")
     _check_chunk_size(chunk_size)
-    if exclude_self and q.shape[0] != db.shape[0]:
-        raise ValueError("exclude_self needs queries and database of the same length")
+    if exclude_self and not 0 <= self_offset <= db.shape[0] - q.shape[0]:
+        raise ValueError(f"exclude_self: queries {self_offset}..{self_offset + q.shape[0]} must be database items")
     available = db.shape[0] - (1 if exclude_self else 0)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= available:
         raise ValueError(f"k must be an int in [1, {available}], got {k!r}")
     dtype = torch.promote_types(q.dtype, db.dtype)
     q = q.to(dtype)
-    rows = torch.arange(q.shape[0], device=q.device)
+    rows = torch.arange(q.shape[0], device=q.device) + self_offset
     best_s = torch.empty(q.shape[0], 0, dtype=dtype, device=q.device)
     best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=q.device)
     for start in range(0, db.shape[0], chunk_size):
