@@ -140,6 +140,8 @@ def download_revisited(root: PathLike, name: str, images: bool = True) -> Path:
                 for member in tar.getmembers():
                     if member.isfile() and member.name.lower().endswith(".jpg"):
                         member.name = os.path.basename(member.name)
-                        tar.extract(member, image_dir)
+                        # the "data" filter (where this Python has it) also refuses odd permissions
+                        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                        tar.extract(member, image_dir, **extra)
             archive.unlink()
     return folder

@@ -28,6 +28,7 @@ def _weighted_sum(x, db, scores, idx, alpha):
     return F.normalize(x + (w.to(x.dtype)[..., None] * neighbours).sum(1), dim=1)
 
 
+@torch.no_grad()
 def alpha_query_expansion(
     queries, database, k: int = 2, alpha: float = 3.0, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> torch.Tensor:
@@ -43,6 +44,7 @@ def alpha_query_expansion(
     return out
 
 
+@torch.no_grad()
 def alpha_database_augmentation(
     database, k: int = 2, alpha: float = 3.0, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> torch.Tensor:

@@ -47,6 +47,7 @@ def _setup(embeddings, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return e, y, num_pos
 
 
+@torch.no_grad()
 def average_precisions(embeddings, labels, chunk_size: Optional[int] = None) -> torch.Tensor:
     """Per-query exact AP, (N,) float64 on the device of `embeddings`; NaN where no positive.
 
@@ -92,6 +93,7 @@ def mean_average_precision(embeddings, labels, chunk_size: Optional[int] = None)
     return float(aps[valid].mean()) if bool(valid.any()) else float("nan")
 
 
+@torch.no_grad()
 def _hits_at_k(embeddings, labels, ks: KType, chunk_size: Optional[int]):
     e, y, num_pos = _setup(embeddings, labels)
     single = isinstance(ks, (int, np.integer)) and not isinstance(ks, bool)

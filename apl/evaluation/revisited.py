@@ -83,6 +83,7 @@ def _database_ranks(scores: torch.Tensor, chunk_size: Optional[int]):
         yield start, ranks.cpu().numpy()
 
 
+@torch.no_grad()
 def revisited_average_precisions(
     scores, gnd: Sequence[Mapping], kappas: Sequence[int] = (1, 5, 10), chunk_size: Optional[int] = None
 ) -> dict:

@@ -32,6 +32,7 @@ def _check_chunk_size(chunk_size: int) -> int:
     return chunk_size
 
 
+@torch.no_grad()
 def pairwise_scores(
     queries, database, chunk_size: int = DEFAULT_CHUNK_SIZE, out_device: Optional[torch.device] = None
 ) -> torch.Tensor:
@@ -54,6 +55,7 @@ def pairwise_scores(
     return out
 
 
+@torch.no_grad()
 def knn(
     queries,
     database,

@@ -39,6 +39,7 @@ class PCAWhitening:
         return self.projection.shape[1]
 
     @classmethod
+    @torch.no_grad()
     def fit(
         cls, descriptors, dim: Optional[int] = None, power: float = DEFAULT_POWER, eps: float = 1e-6
     ) -> "PCAWhitening":
