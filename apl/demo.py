@@ -1,0 +1,133 @@
+"""`apl demo`: the AP loss against a triplet and a contrastive loss on the bundled digits, and the
+paper's parameter studies at this scale. Same network, optimizer, batches and epochs for every
+run; training on digits 0-4, retrieval evaluated on the unseen digits 5-9."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from .trainer import TrainConfig, Trainer, extract, plot_curves, precision_recall_curve
+
+# name -> (what varies, [(label, config changes)])
+STUDIES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
+    "bins": ("number of bins M", [(f"M={m}", {"num_bins": m}) for m in (5, 10, 20, 40)]),
+    "batch": ("batch size B", [(f"B={b}", {"batch_size": b}) for b in (32, 64, 128, 256, 512)]),
+    "tie-aware": ("AP variant", [("AP_Q", {"loss": "ap"}), ("AP_T (tie-aware)", {"loss": "tie-aware"})]),
+    "class-balanced": (
+        "query weights on an imbalanced training set (class k keeps 0.6^k of its images)",
+        [("uniform", {"class_balanced": False, "imbalance": 0.4}), ("class-balanced", {"class_balanced": True, "imbalance": 0.4})],
+    ),
+    "whitening": ("PCA-whitening of the descriptors at test time", [("off", {"whitening": False}), ("on", {"whitening": True})]),
+}
+
+DEMO_LOSSES = ("ap", "triplet", "contrastive")
+
+
+def base_config(epochs: int, seed: int) -> TrainConfig:
+    return TrainConfig(dataset="digits", backbone="small_cnn", dim=32, batch_size=256, epochs=epochs, lr=1e-3, seed=seed)
+
+
+def _run(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> tuple[list[dict], float, Trainer]:
+    t0 = time.perf_counter()
+    trainer = Trainer(cfg, out, log=lambda m: None, progress=False)
+    history = trainer.run()
+    elapsed = time.perf_counter() - t0
+    last = history[-1]
+    log(f"  {out.name:24s} held-out mAP {last['eval_map']:.4f}  P@1 {last['eval_p@1']:.4f}  ({elapsed:.0f}s)")
+    return history, elapsed, trainer
+
+
+def _table(rows: list[dict], key: str) -> str:
+    lines = [f"| {key} | held-out mAP | P@1 | P@10 | train time (s) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r[key]} | {r['map']:.4f} | {r['p@1']:.4f} | {r['p@10']:.4f} | {r['time_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def run_demo(out: str | Path = "runs/demo", epochs: int = 15, seed: int = 0, log: Callable[[str], None] = print) -> list[dict]:
+    """Trains the same network with each loss of DEMO_LOSSES; writes results.json, results.md,
+    curves.png (training curves) and pr_curves.png (held-out precision-recall)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"apl demo: digits 0-4 for training, unseen digits 5-9 for retrieval; {epochs} epochs per loss")
+    rows, histories, pr = [], {}, {}
+    for loss in DEMO_LOSSES:
+        cfg = dataclasses.replace(base_config(epochs, seed), loss=loss)
+        history, elapsed, trainer = _run(cfg, out / loss, log)
+        last = history[-1]
+        rows.append({"loss": loss, "map": last["eval_map"], "p@1": last["eval_p@1"], "p@10": last["eval_p@10"], "time_s": elapsed})
+        histories[loss] = history
+        from .data import split_digits
+
+        d, y = extract(trainer.model, split_digits(cfg.train_classes)[1])
+        pr[loss] = precision_recall_curve(d, y)
+    _save(out, rows, "loss", histories, title="digits: held-out retrieval (unseen classes 5-9)")
+    _plot_pr(pr, out / "pr_curves.png")
+    return rows
+
+
+def run_study(name: str, out: str | Path = "runs/study", epochs: int = 15, seed: int = 0, log: Callable[[str], None] = print) -> list[dict]:
+    """One of the paper's parameter studies (see STUDIES) at the scale of the digits."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
+    what, settings = STUDIES[name]
+    out = Path(out) / name
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"apl demo --study {name}: {what}; AP loss, {epochs} epochs per setting")
+    rows, histories = [], {}
+    for label, changes in settings:
+        cfg = dataclasses.replace(base_config(epochs, seed), **changes)
+        safe = "".join(ch if ch.isalnum() or ch in "=-_" else "_" for ch in label)
+        history, elapsed, _ = _run(cfg, out / safe, log)
+        last = history[-1]
+        rows.append({"setting": label, "map": last["eval_map"], "p@1": last["eval_p@1"], "p@10": last["eval_p@10"], "time_s": elapsed})
+        histories[label] = history
+    _save(out, rows, "setting", histories, title=f"study: {what}")
+    _plot_study(rows, what, out / f"study_{name}.png")
+    return rows
+
+
+def _save(out: Path, rows: list[dict], key: str, histories: dict, title: str) -> None:
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    table = _table(rows, key)
+    (out / "results.md").write_text(table + "\n")
+    plot_curves(histories, out / "curves.png", title)
+    print("\n" + table + f"\n\nwrote {out / 'results.json'}, {out / 'results.md'} and the plots in {out}")
+
+
+def _plot_pr(pr: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, (r, p) in pr.items():
+        ax.plot(r, p, label=name)
+    ax.set(xlabel="recall", ylabel="interpolated precision", title="held-out precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_study(rows: list[dict], what: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    labels = [r["setting"] for r in rows]
+    ax.bar(labels, [r["map"] for r in rows], color="tab:blue")
+    for i, r in enumerate(rows):
+        ax.text(i, r["map"], f"{r['map']:.3f}", ha="center", va="bottom")
+    ax.set(ylabel="held-out mAP", title=what)
+    ax.set_ylim(0, max(r["map"] for r in rows) * 1.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
