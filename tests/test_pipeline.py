@@ -1,0 +1,160 @@
+"""The training pipeline end to end: baseline losses, Trainer, exact resume, the apl CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import apl
+from apl.cli import main
+from apl.losses import ContrastiveLoss, TripletLoss, build_loss
+from apl.trainer import TrainConfig, Trainer, load_model, precision_recall_curve
+
+TINY = dict(dataset="digits", dim=8, batch_size=64, epochs=3, steps_per_epoch=2, threads=1)
+
+
+def test_triplet_loss_by_hand():
+    # 1-D unit vectors: anchor 0 at +1, positive 1 at +1, negative 2 at -1 -> d_ap = 0, d_an = 2
+    e = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0, 1])
+    # pairs (0,1), (1,0); hardest negative of 0 and 1 is item 2 at distance sqrt(2)
+    want = torch.relu(torch.tensor(0.0) - 2**0.5 + 1.5)
+    torch.testing.assert_close(TripletLoss(margin=1.5)(e, y), want, atol=1e-5, rtol=0)
+    assert TripletLoss()(e, torch.zeros(3, dtype=torch.long)).item() == 0  # no negative
+
+
+def test_contrastive_loss_by_hand():
+    e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    y = torch.tensor([0, 0, 1])
+    d01 = 2**0.5
+    pos = d01**2  # pairs (0,1),(1,0)
+    neg = (max(0.0, 0.7 - d01) ** 2 * 2 + max(0.0, 0.7 - 0.0) ** 2 * 2) / 4  # (0,2),(2,0): d=0; (1,2),(2,1): d=sqrt2
+    torch.testing.assert_close(ContrastiveLoss(0.7)(e, y), torch.tensor(pos + neg), atol=1e-5, rtol=0)
+
+
+def test_build_loss_names_and_errors():
+    assert isinstance(build_loss("ap"), apl.APLoss)
+    assert build_loss("tie-aware").variant == "tie_aware"
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'"):
+        build_loss("hinge")
+    with pytest.raises(ValueError, match=r"margin must be >= 0"):
+        TripletLoss(-1)
+
+
+def test_trainer_writes_metrics_checkpoint_and_curves(tmp_path):
+    hist = Trainer(TrainConfig(**TINY), tmp_path, log=lambda m: None, progress=False).run()
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert sum("step" in l for l in lines) == 6 and sum("eval_map" in l for l in lines) == 3
+    assert all(np.isfinite(l.get("loss", 0)) for l in lines)
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    model, cfg = load_model(tmp_path / "checkpoint.pt")
+    assert cfg.dim == 8 and model(torch.rand(2, 1, 8, 8)).shape == (2, 8)
+
+
+@pytest.mark.parametrize("loss", ["ap", "triplet", "contrastive"])
+def test_resume_after_interruption_gives_the_same_weights(tmp_path, loss):
+    cfg = TrainConfig(loss=loss, **TINY)
+    Trainer(cfg, tmp_path / "full", log=lambda m: None, progress=False).run()
+    Trainer(cfg, tmp_path / "cut", log=lambda m: None, progress=False).run(stop_after=1)  # "interrupted"
+    Trainer(cfg, tmp_path / "cut", log=lambda m: None, progress=False).run(resume=True)
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["history"][-1]["eval_map"] == b["history"][-1]["eval_map"]
+
+
+def test_multistage_training_matches_plain_training(tmp_path):
+    plain = Trainer(TrainConfig(**TINY), tmp_path / "a", log=lambda m: None, progress=False).run()
+    multi = Trainer(TrainConfig(chunk_size=16, **TINY), tmp_path / "b", log=lambda m: None, progress=False).run()
+    for p, m in zip(plain, multi):
+        assert p["train_loss"] == pytest.approx(m["train_loss"], abs=1e-4)
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    Trainer(TrainConfig(**TINY), tmp_path, log=lambda m: None, progress=False).run(stop_after=1)
+    with pytest.raises(ValueError, match=r"another configuration"):
+        Trainer(TrainConfig(**{**TINY, "lr": 0.5}), tmp_path, log=lambda m: None, progress=False).run(resume=True)
+
+
+def test_precision_recall_curve_of_a_perfect_ranking():
+    d = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    r, p = precision_recall_curve(d, torch.tensor([0, 0, 1, 1]))
+    assert r[0] == 0 and r[-1] == 1 and all(v == pytest.approx(1.0) for v in p)
+
+
+def write_pngs(root, classes=3, per_class=6, size=12, seed=0):
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        base = rng.integers(0, 255, (size, size, 3))
+        for i in range(per_class):
+            img = np.clip(base + rng.integers(-20, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"class{c}" / f"{i}.png")
+
+
+def test_cli_train_eval_extract_on_png_folders(tmp_path, capsys):
+    write_pngs(tmp_path / "train")
+    write_pngs(tmp_path / "test", seed=1)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "test"), "--image-size", "12",
+            "--batch-size", "9", "--epochs", "2", "--dim", "4", "--threads", "1", "--out", str(out)]
+    assert main(args) == 0
+    assert (out / "checkpoint.pt").is_file() and (out / "curves.png").is_file()
+    assert main(["train", "--out", str(out), "--resume"]) == 0  # already finished: resumes, trains nothing
+    assert main(["eval", str(out / "checkpoint.pt"), "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert 0 <= metrics["map"] <= 1 and "p@1" in metrics
+    assert main(["extract", str(out / "checkpoint.pt"), str(tmp_path / "d.npy")]) == 0
+    d = np.load(tmp_path / "d.npy")
+    assert d.shape == (18, 4) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
+    assert np.load(tmp_path / "d.labels.npy").shape == (18,)
+
+
+def test_cli_list_file_with_a_malformed_line_names_file_and_line(tmp_path, capsys):
+    write_pngs(tmp_path / "img")
+    lst = tmp_path / "train.txt"
+    lst.write_text("img/class0/0.png 0\nimg/class0/1.png\n")
+    code = main(["train", "--dataset", str(lst), "--eval-dataset", str(tmp_path / "img"), "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "train.txt" in err and "line 2" in err
+
+
+def test_cli_corrupt_image_and_missing_dataset(tmp_path, capsys):
+    write_pngs(tmp_path / "img")
+    (tmp_path / "img" / "class1" / "3.png").write_bytes(b"not a png")
+    code = main(["train", "--dataset", str(tmp_path / "img"), "--eval-dataset", str(tmp_path / "img"), "--image-size", "12",
+                 "--batch-size", "9", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "r")])
+    assert code == 2 and "3.png" in capsys.readouterr().err
+    assert main(["train", "--dataset", str(tmp_path / "nope"), "--eval-dataset", "x", "--out", str(tmp_path / "r2")]) == 2
+    assert "dataset not found" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no run to resume" in capsys.readouterr().err
+
+
+def test_cli_unknown_loss_or_backbone_is_rejected():
+    for args in (["train", "--loss", "hinge"], ["train", "--backbone", "vgg99"]):
+        r = subprocess.run([sys.executable, "-m", "apl", *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_cli_demo_runs_on_the_bundled_digits(tmp_path, capsys):
+    assert main(["demo", "--epochs", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["loss"] for r in rows] == ["ap", "triplet", "contrastive"]
+    assert all(0 < r["map"] <= 1 for r in rows)
+    assert (tmp_path / "pr_curves.png").is_file() and (tmp_path / "curves.png").is_file()
+    assert "| ap |" in capsys.readouterr().out
+
+
+def test_cli_study_writes_its_plot(tmp_path):
+    assert main(["demo", "--study", "whitening", "--epochs", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "whitening" / "results.json").read_text())
+    assert [r["setting"] for r in rows] == ["off", "on"]
+    assert (tmp_path / "whitening" / "study_whitening.png").is_file()
