@@ -367,3 +367,10 @@ def test_alpha_database_augmentation_excludes_self():
     torch.testing.assert_close(got, torch.nn.functional.normalize(expect, dim=1))
     with pytest.raises(ValueError, match="k must be"):
         alpha_database_augmentation(db, k=3)
+
+
+def test_bad_chunk_size():
+    with pytest.raises(ValueError, match="chunk_size must be a positive int, got 0"):
+        mean_average_precision(torch.eye(3), [0, 0, 1], chunk_size=0)
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        revisited_map(np.zeros((1, 3)), [{"easy": [0], "hard": []}], chunk_size=-1)

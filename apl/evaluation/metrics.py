@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .search import as_matrix, knn
+from .search import as_matrix, knn, rows_per_block
 
 # Queries per block when none is given: bounds the (R, N) temporaries to about 2^20 elements.
 _BLOCK_ELEMS = 1 << 20
@@ -56,11 +56,11 @@ def average_precisions(embeddings, labels, chunk_size: Optional[int] = None) -> 
     """
     e, y, num_pos = _setup(embeddings, labels)
     n = e.shape[0]
-    rows_per_block = chunk_size or max(1, _BLOCK_ELEMS // n)
+    rows = rows_per_block(chunk_size, n, _BLOCK_ELEMS)
     positions = torch.arange(n, device=e.device)
     aps = torch.full((n,), float("nan"), dtype=torch.float64, device=e.device)
-    for start in range(0, n, rows_per_block):
-        stop = min(n, start + rows_per_block)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
         q = torch.arange(start, stop, device=e.device)
         s = e[start:stop] @ e.T
         is_self = positions[None, :] == q[:, None]
@@ -101,7 +101,7 @@ def _hits_at_k(embeddings, labels, ks: KType, chunk_size: Optional[int]):
     if not k_list or any(k < 1 or k > e.shape[0] - 1 for k in k_list):
         raise ValueError(f"k must be in [1, {e.shape[0] - 1}] (the number of other items), got {ks!r}")
     n, kmax = e.shape[0], max(k_list)
-    rows = chunk_size or max(1, _BLOCK_ELEMS // n)
+    rows = rows_per_block(chunk_size, n, _BLOCK_ELEMS)
     rel = torch.empty(n, kmax, dtype=torch.float64, device=e.device)
     for start in range(0, n, rows):
         block = e[start : start + rows]

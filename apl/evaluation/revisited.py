@@ -26,7 +26,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .search import as_matrix
+from .search import as_matrix, rows_per_block
 
 PROTOCOLS = ("easy", "medium", "hard")
 
@@ -74,7 +74,7 @@ def protocol_lists(entry: Mapping, protocol: str, q: int = 0, n: int = np.iinfo(
 def _database_ranks(scores: torch.Tensor, chunk_size: Optional[int]):
     """Yield (first query, (R, N) int64 NumPy array of each database item's 0-based rank)."""
     q, n = scores.shape
-    rows = chunk_size or max(1, _BLOCK_ELEMS // max(n, 1))
+    rows = rows_per_block(chunk_size, n, _BLOCK_ELEMS)
     for start in range(0, q, rows):
         block = scores[start : start + rows]
         order = torch.sort(block, dim=1, descending=True, stable=True).indices

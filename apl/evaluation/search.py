@@ -26,6 +26,13 @@ def as_matrix(x, name: str) -> torch.Tensor:
     return t
 
 
+def rows_per_block(chunk_size: Optional[int], row_length: int, block_elems: int) -> int:
+    """`chunk_size` rows when given (checked), else as many rows of `row_length` as fit `block_elems`."""
+    if chunk_size is None:
+        return max(1, block_elems // max(1, row_length))
+    return _check_chunk_size(chunk_size)
+
+
 def _check_chunk_size(chunk_size: int) -> int:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
