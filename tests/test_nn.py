@@ -1,5 +1,6 @@
 """apl.nn: pooling, whitening, backbones and RetrievalNet."""
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -129,8 +130,10 @@ def test_build_backbone_errors():
     assert "small_cnn" in BACKBONES and "resnet50" in BACKBONES
 
 
-@pytest.mark.skipif(HAS_TORCHVISION, reason="torchvision is installed")
-def test_resnet_without_torchvision_is_a_clear_error():
+def test_resnet_without_torchvision_is_a_clear_error(monkeypatch):
+    # None in sys.modules makes the import fail, whether or not torchvision is installed
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.models", None)
     with pytest.raises(ImportError, match="needs torchvision.*pip install torchvision"):
         build_backbone("resnet50")
 
