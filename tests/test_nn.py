@@ -138,6 +138,36 @@ def test_resnet_without_torchvision_is_a_clear_error(monkeypatch):
         build_backbone("resnet50")
 
 
+def test_resnet_wrapper_with_a_stand_in_torchvision(monkeypatch):
+    # a stand-in torchvision.models with ResNet's attribute layout checks the wrapper logic here,
+    # where torchvision is not installed, and that it never asks for weights unless told to
+    import types
+
+    asked = []
+
+    def resnet18(weights=None):
+        asked.append(weights)
+        nn = torch.nn
+        net = nn.Module()
+        net.conv1, net.bn1, net.relu, net.maxpool = nn.Conv2d(3, 4, 3, 2, 1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2)
+        net.layer1, net.layer2 = nn.Conv2d(4, 4, 3, 1, 1), nn.Sequential(nn.Conv2d(4, 6, 3, 2, 1), nn.BatchNorm2d(6))
+        net.layer3, net.layer4, net.fc = nn.Identity(), nn.Identity(), nn.Linear(6, 10)
+        return net
+
+    models = types.SimpleNamespace(resnet18=resnet18)
+    monkeypatch.setitem(sys.modules, "torchvision", types.SimpleNamespace(models=models))
+    monkeypatch.setitem(sys.modules, "torchvision.models", models)
+    net = RetrievalNet("resnet18", dim=5).train()
+    assert asked == [None] and net.backbone.out_channels == 6
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(not m.training and not m.weight.requires_grad for m in bns)
+    y = net(torch.rand(2, 3, 32, 32))
+    assert y.shape == (2, 5)
+    build_backbone("resnet18", pretrained=True)
+    assert asked[-1] == "DEFAULT"
+    assert all(m.training for m in build_backbone("resnet18", freeze_batchnorm=False).modules())
+
+
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed")
 def test_resnet_backbone_random_weights():
     net = RetrievalNet("resnet18", dim=32)  # weights=None: nothing is downloaded
