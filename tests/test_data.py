@@ -222,6 +222,8 @@ def test_class_spread_sampler():
     assert len(ClassSpreadBatchSampler(LABELS, batch_size=11)) == len(LABELS) // 11
     with pytest.raises(ValueError, match="batch_size must be"):
         ClassSpreadBatchSampler(LABELS, 0)
+    with pytest.raises(ValueError, match="num_batches must be a positive int, got 0"):
+        ClassSpreadBatchSampler(LABELS, 4, num_batches=0)
 
 
 def test_samplers_work_with_a_dataloader():

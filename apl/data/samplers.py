@@ -66,7 +66,8 @@ class ClassBalancedBatchSampler(_EpochSampler):
         n = len(labels)
         if classes_per_batch < 1 or samples_per_class < 1:
             raise ValueError(f"classes_per_batch and samples_per_class must be >= 1, got {classes_per_batch}, {samples_per_class}")
-        super().__init__(labels, num_batches or max(1, n // (classes_per_batch * samples_per_class)), seed)
+        default = max(1, n // (classes_per_batch * samples_per_class))
+        super().__init__(labels, default if num_batches is None else num_batches, seed)
         if classes_per_batch > len(self.classes):
             raise ValueError(f"classes_per_batch={classes_per_batch} but the labels have only {len(self.classes)} classes")
         self.classes_per_batch = classes_per_batch
@@ -93,7 +94,8 @@ class ClassSpreadBatchSampler(_EpochSampler):
     def __init__(self, labels: Sequence, batch_size: int, num_batches: Optional[int] = None, seed: int = 0) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        super().__init__(labels, num_batches or max(1, len(labels) // batch_size), seed)
+        default = max(1, len(labels) // batch_size)
+        super().__init__(labels, default if num_batches is None else num_batches, seed)
         self.batch_size = batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
