@@ -88,7 +88,7 @@ def test_gradients_accumulate_and_class_wrapper():
     ref = copy.deepcopy(model)
     x, y = data(10)
     plain_step(ref, x, y, listwise_loss)
-    step = MultistageStep(model, listwise_loss, chunk_size=4)
+    step = MultistageStep(model, listwise_loss, chunk_size=4, device="cpu")
     step(x, y)
     step(x, y)  # the step never zeroes .grad: that stays the caller's (optimizer.zero_grad)
     assert_close_lists(grads(model), [2 * g for g in grads(ref)], atol=1e-10)
