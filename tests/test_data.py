@@ -99,6 +99,13 @@ def test_malformed_line_names_file_and_line(tmp_path):
         ImageList.from_list_file(lst)
 
 
+def test_binary_file_as_list_names_file_and_line(tmp_path):
+    lst = tmp_path / "img.png"
+    lst.write_bytes(b"a.png 1\n\x89PNG\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"img\.png, line 2: not UTF-8 text"):
+        ImageList.from_list_file(lst)
+
+
 def test_empty_list(tmp_path):
     lst = tmp_path / "empty.txt"
     lst.write_text("# nothing\n\n")

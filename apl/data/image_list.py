@@ -52,9 +52,12 @@ def read_image_list(list_file: PathLike, suffix: str = "") -> tuple[list[str], l
     if not list_file.is_file():
         raise FileNotFoundError(f"image list not found: {list_file}")
     paths, labels, lines = [], [], []
-    with open(list_file, encoding="utf-8") as f:
+    with open(list_file, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            line = raw.strip()
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise ValueError(f"{list_file}, line {lineno}: not UTF-8 text (is this an image list?)") from None
             if not line or line.startswith("#"):
                 continue
             m = _LINE.match(line)
