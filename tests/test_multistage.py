@@ -5,6 +5,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
@@ -79,6 +81,20 @@ def test_grads_equal_plain_backprop_float64(chunk_size):
     assert loss.shape == () and not loss.requires_grad and not d.requires_grad
     torch.testing.assert_close(loss, ref_loss, atol=1e-12, rtol=0)
     torch.testing.assert_close(d, ref_d, atol=1e-12, rtol=0)
+    assert_close_lists(grads(model), grads(ref), atol=1e-10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(5, 17), chunk_size=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_grads_equal_plain_backprop_any_split(batch, chunk_size, seed):
+    # batch >= 5: labels are arange % 4, so some query has a positive and the loss is defined
+    torch.manual_seed(seed)
+    model = mlp()
+    ref = copy.deepcopy(model)
+    x, y = data(batch, seed=seed)
+    ref_loss, _ = plain_step(ref, x, y, listwise_loss)
+    loss, _ = multistage_step(model, x, y, listwise_loss, chunk_size)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-12, rtol=0)
     assert_close_lists(grads(model), grads(ref), atol=1e-10)
 
 
