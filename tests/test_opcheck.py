@@ -34,14 +34,15 @@ def test_backward_ops_opcheck():
     torch.library.opcheck(torch.ops.apl.ap_self_backward.default, (g, x, y, coef, scores, 6, -1.0, 1.0, 0))
 
 
-def test_torch_compile_matches_eager():
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_torch_compile_matches_eager(backend):
     x, y = unit_rows(24, 6, torch.float32, seed=34), random_labels(24, 4, seed=34)
     loss_fn = apl.APLoss(backend="cpu")
 
     def step(e):
         return loss_fn(e, y)
 
-    compiled = torch.compile(step, backend="aot_eager", fullgraph=False)
+    compiled = torch.compile(step, backend=backend)
     xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
     le, lc = step(xe), compiled(xc)
     le.backward()
