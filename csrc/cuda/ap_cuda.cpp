@@ -117,6 +117,7 @@ void forward_mask(const at::Tensor& S, const at::Tensor& relevance, const BinPar
   check_mask(S, relevance);
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_cuda_forward_mask", [&] {
     auto a = row_args<scalar_t>(S, prm);
+    a.use_mask = true;
     a.mask = relevance.data_ptr<bool>();
     run_forward<scalar_t>(a, prm, ap, npos, coef, nonfinite);
   });
@@ -144,6 +145,7 @@ void backward_mask(const at::Tensor& S, const at::Tensor& relevance, const at::T
   check_mask(S, relevance);
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_cuda_backward_mask", [&] {
     auto a = row_args<scalar_t>(S, prm);
+    a.use_mask = true;
     a.mask = relevance.data_ptr<bool>();
     run_backward<scalar_t>(a, slopes, prm, G);
   });

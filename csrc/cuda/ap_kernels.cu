@@ -79,7 +79,7 @@ __global__ void __launch_bounds__(kForwardThreads)
   const int64_t N = a.N;
   const T* __restrict__ row = a.S + r * N;
   const bool* __restrict__ mrow = kMask ? a.mask + r * N : nullptr;
-  const int64_t qlab = kMask ? 0 : a.q_labels[r];
+  const int64_t qlab = (kMask || N == 0) ? 0 : a.q_labels[r];
   const int64_t self = (!kMask && a.self_offset >= 0) ? a.self_offset + r : -1;
   const double scale = ldexp(1.0, shift);
 
@@ -224,20 +224,28 @@ __global__ void __launch_bounds__(kTile* kTileRows)
   }
 }
 
+int max_bins() { return kSharedBudget / kBytesPerBin; }
+
+// Sizes the kernels handle, and the pointers they will read (none when R * N == 0).
+template <typename T>
+bool valid(const RowArgs<T>& a) {
+  if (a.M < 2 || a.M > max_bins() || a.R < 0 || a.N < 0 || a.R > 0x7fffffffLL) return false;
+  if (a.R == 0 || a.N == 0) return true;
+  if (a.S == nullptr) return false;
+  return a.use_mask ? a.mask != nullptr : (a.q_labels != nullptr && a.x_labels != nullptr);
+}
+
 template <typename T>
 cudaError_t launch_forward(const RowArgs<T>& a, T* ap, int64_t* npos, double* coef,
                            int32_t* nonfinite, cudaStream_t stream) {
-  if (a.M < 2 || a.M > max_num_bins() || a.R < 0 || a.N < 0 || a.R > 0x7fffffffLL)
-    return cudaErrorInvalidValue;
-  if (a.mask == nullptr && (a.q_labels == nullptr || a.x_labels == nullptr))
-    return cudaErrorInvalidValue;
+  if (!valid(a)) return cudaErrorInvalidValue;
   if (a.R == 0) return cudaSuccess;
   int copies = kSharedBudget / (kBytesPerBin * a.M);
   if (copies > kForwardWarps) copies = kForwardWarps;
   const size_t smem = static_cast<size_t>(copies) * kBytesPerBin * a.M;
   const dim3 grid(static_cast<unsigned>(a.R));
   const int shift = fixed_shift(a.N);
-  if (a.mask != nullptr) {
+  if (a.use_mask) {
     forward_kernel<T, true><<<grid, kForwardThreads, smem, stream>>>(a, copies, shift, ap, npos,
                                                                      coef, nonfinite);
   } else {
@@ -250,10 +258,7 @@ cudaError_t launch_forward(const RowArgs<T>& a, T* ap, int64_t* npos, double* co
 template <typename T>
 cudaError_t launch_backward(const RowArgs<T>& a, const double* slopes, T* G,
                             cudaStream_t stream) {
-  if (a.M < 2 || a.M > max_num_bins() || a.R < 0 || a.N < 0 || a.R > 0x7fffffffLL)
-    return cudaErrorInvalidValue;
-  if (a.mask == nullptr && (a.q_labels == nullptr || a.x_labels == nullptr))
-    return cudaErrorInvalidValue;
+  if (!valid(a)) return cudaErrorInvalidValue;
   if (a.R == 0 || a.N == 0) return cudaSuccess;
   // Split long rows over several blocks so that a few rows still fill the GPU: aim at about
   // 2048 blocks, each with at least 4 elements per thread.
@@ -265,7 +270,7 @@ cudaError_t launch_backward(const RowArgs<T>& a, const double* slopes, T* G,
   if (split < 1) split = 1;
   const dim3 grid(static_cast<unsigned>(a.R), static_cast<unsigned>(split));
   const size_t smem = 2 * static_cast<size_t>(a.M - 1) * sizeof(double);
-  if (a.mask != nullptr) {
+  if (a.use_mask) {
     backward_kernel<T, true><<<grid, kBackwardThreads, smem, stream>>>(a, slopes, G);
   } else {
     backward_kernel<T, false><<<grid, kBackwardThreads, smem, stream>>>(a, slopes, G);
@@ -288,11 +293,9 @@ cudaError_t launch_symmetric(const T* S, int64_t B, const int64_t* labels, const
 
 }  // namespace
 
-int max_num_bins() {
-  // One copy of the forward histograms must fit; the backward slope table (16 (M - 1) bytes)
-  // is smaller.
-  return kSharedBudget / kBytesPerBin;
-}
+// One copy of the forward histograms must fit; the backward slope table (16 (M - 1) bytes) is
+// smaller.
+int max_num_bins() { return max_bins(); }
 
 cudaError_t forward(const RowArgs<float>& a, float* ap, int64_t* npos, double* coef,
                     int32_t* nonfinite, cudaStream_t stream) {

@@ -6,7 +6,8 @@
 //   S          (R, N) scores, row-major contiguous, float or double (the compute dtype T).
 //   labels     q_labels (R) and x_labels (N) int64; with self_offset >= 0, column self_offset + r
 //              is query r itself and is left out of its list (its gradient is 0).
-//   mask       (R, N) bool, row-major contiguous (used instead of labels when non-null).
+//   mask       (R, N) bool, row-major contiguous (used instead of labels when use_mask).
+//   Pointers of empty tensors may be null.
 //   ap (R) T, npos (R) int64, coef (R, 2, M) double = [dAP/dp, dAP/dn], nonfinite (1) int32:
 //              set to 1 when a score (the self column included) is NaN or Inf, never cleared.
 //   slopes     (R, 2, M - 1) double = [negatives, positives] (ap_math.h `slopes`).
@@ -32,7 +33,8 @@ struct RowArgs {
   const int64_t* q_labels = nullptr;  // labels form
   const int64_t* x_labels = nullptr;
   int64_t self_offset = -1;
-  const bool* mask = nullptr;  // mask form when non-null
+  bool use_mask = false;       // mask form (relevance from `mask`) instead of labels
+  const bool* mask = nullptr;  // may be null when R * N == 0
   int M = 20;
   double lo = -1.0, hi = 1.0;
   int64_t variant = 0;

@@ -1,0 +1,77 @@
+// C entry points over the emulated CUDA launchers, for ctypes (tests/test_cuda.py). The kernel
+// source (csrc/cuda/ap_kernels.cu with its launches and extern shared arrays rewritten for the
+// emulator by transform.py) is included from the path given as APL_EMU_KERNELS.
+#include "cuda_runtime_api.h"
+
+#include APL_EMU_KERNELS
+
+namespace {
+template <typename T>
+apl::cuda::RowArgs<T> args(const T* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
+                           int64_t self_offset, const bool* mask, int use_mask, int M, double lo,
+                           double hi, int64_t variant) {
+  apl::cuda::RowArgs<T> a;
+  a.S = S;
+  a.R = R;
+  a.N = N;
+  a.q_labels = ql;
+  a.x_labels = xl;
+  a.self_offset = self_offset;
+  a.use_mask = use_mask != 0;
+  a.mask = mask;
+  a.M = M;
+  a.lo = lo;
+  a.hi = hi;
+  a.variant = variant;
+  return a;
+}
+
+template <typename T>
+int forward(const T* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
+            int64_t self_offset, const bool* mask, int use_mask, int M, double lo, double hi,
+            int64_t variant, T* ap, int64_t* npos, double* coef, int32_t* nonfinite) {
+  return apl::cuda::forward(args<T>(S, R, N, ql, xl, self_offset, mask, use_mask, M, lo, hi, variant),
+                            ap, npos, coef, nonfinite, nullptr);
+}
+
+template <typename T>
+int backward(const T* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
+             int64_t self_offset, const bool* mask, int use_mask, int M, double lo, double hi,
+             const double* slopes, T* G) {
+  return apl::cuda::backward(args<T>(S, R, N, ql, xl, self_offset, mask, use_mask, M, lo, hi, 0),
+                             slopes, G, nullptr);
+}
+}  // namespace
+
+extern "C" {
+int apl_emu_forward_f32(const float* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
+                        int64_t so, const bool* mask, int use_mask, int M, double lo, double hi,
+                        int64_t variant, float* ap, int64_t* npos, double* coef, int32_t* nf) {
+  return forward(S, R, N, ql, xl, so, mask, use_mask, M, lo, hi, variant, ap, npos, coef, nf);
+}
+int apl_emu_forward_f64(const double* S, int64_t R, int64_t N, const int64_t* ql,
+                        const int64_t* xl, int64_t so, const bool* mask, int use_mask, int M,
+                        double lo, double hi, int64_t variant, double* ap, int64_t* npos,
+                        double* coef, int32_t* nf) {
+  return forward(S, R, N, ql, xl, so, mask, use_mask, M, lo, hi, variant, ap, npos, coef, nf);
+}
+int apl_emu_backward_f32(const float* S, int64_t R, int64_t N, const int64_t* ql,
+                         const int64_t* xl, int64_t so, const bool* mask, int use_mask, int M,
+                         double lo, double hi, const double* slopes, float* G) {
+  return backward(S, R, N, ql, xl, so, mask, use_mask, M, lo, hi, slopes, G);
+}
+int apl_emu_backward_f64(const double* S, int64_t R, int64_t N, const int64_t* ql,
+                         const int64_t* xl, int64_t so, const bool* mask, int use_mask, int M,
+                         double lo, double hi, const double* slopes, double* G) {
+  return backward(S, R, N, ql, xl, so, mask, use_mask, M, lo, hi, slopes, G);
+}
+int apl_emu_symmetric_f32(const float* S, int64_t B, const int64_t* labels, const double* slopes,
+                          int M, double lo, double hi, float* H) {
+  return apl::cuda::backward_symmetric(S, B, labels, slopes, M, lo, hi, H, nullptr);
+}
+int apl_emu_symmetric_f64(const double* S, int64_t B, const int64_t* labels,
+                          const double* slopes, int M, double lo, double hi, double* H) {
+  return apl::cuda::backward_symmetric(S, B, labels, slopes, M, lo, hi, H, nullptr);
+}
+int apl_emu_max_num_bins() { return apl::cuda::max_num_bins(); }
+}
