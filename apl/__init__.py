@@ -1,6 +1,12 @@
 """apl: the listwise average-precision loss for image retrieval (Revaud et al., ICCV 2019),
-with fused CPU/CUDA kernels and a pure-PyTorch reference."""
+with fused CPU/CUDA kernels and a pure-PyTorch reference.
+
+Subpackages: `apl.train` (multistage step), `apl.distributed` (global-batch all-gather),
+`apl.nn` (RetrievalNet, GeM, whitening), `apl.data` (image lists, samplers, bundled digits),
+`apl.evaluation` (exact mAP, Revisited Oxford/Paris protocol, whitening, query expansion).
+"""
 from . import _ops  # noqa: F401  (registers fake kernels and autograd for torch.ops.apl)
+from . import data, distributed, evaluation, nn, train
 from .backends import BackendStatus, available_backends
 from .functional import ap_loss, per_query_ap, quantized_ap
 from .loss import APLoss
@@ -14,4 +20,9 @@ __all__ = [
     "quantized_ap",
     "available_backends",
     "BackendStatus",
+    "data",
+    "distributed",
+    "evaluation",
+    "nn",
+    "train",
 ]

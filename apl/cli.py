@@ -37,6 +37,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES)
     p.add_argument("--whitening", action="store_true", help="evaluate with PCA-whitening learned on the training descriptors")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None)
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     schedule: str = "cosine"
     whitening: bool = False
     seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     threads: Optional[int] = None
     extra: dict = field(default_factory=dict)
 
@@ -148,9 +149,17 @@ def _optimizer(cfg: TrainConfig, model: nn.Module, steps: int):
     return opt, sched
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @torch.no_grad()
 def extract(model: nn.Module, dataset, batch_size: int = 256, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Descriptors (N, dim) and labels (N,) of a dataset, in eval mode, in batches."""
+    """Descriptors (N, dim) and labels (N,) of a dataset, in eval mode, in batches, on the model's
+    device."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     descs, labels = [], []
@@ -160,8 +169,8 @@ def extract(model: nn.Module, dataset, batch_size: int = 256, progress: bool = F
 
         loader = tqdm(loader, desc="extract", unit="batch", leave=False)
     for x, y in loader:
-        descs.append(model(x))
-        labels.append(torch.as_tensor(y))
+        descs.append(model(x.to(device)))
+        labels.append(torch.as_tensor(y).to(device))
     model.train(was_training)
     return torch.cat(descs), torch.cat(labels)
 
@@ -213,7 +222,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)  # augmentation randomness
         train_set, eval_set, in_ch = build_datasets(cfg, gen)
-        model = build_model(cfg, in_ch)
+        device = resolve_device(cfg.device)
+        model = build_model(cfg, in_ch).to(device)
         loss_fn = build_loss(cfg.loss, num_bins=cfg.num_bins, class_balanced=cfg.class_balanced, margin=cfg.margin)
         sampler = _sampler(cfg, train_set.targets)
         steps_total = cfg.epochs * len(sampler)
@@ -223,7 +233,7 @@ class Trainer:
         if resume:
             if not ckpt_path.is_file():
                 raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}")
-            ck = torch.load(ckpt_path, weights_only=False)
+            ck = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # RNG states must be CPU tensors
             if ck["config"] != dataclasses.asdict(cfg):
                 raise ValueError(f"--resume: {ckpt_path} was written with another configuration")
             model.load_state_dict(ck["model"])
@@ -251,12 +261,12 @@ class Trainer:
 
                     batches = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
                 for step, (x, y) in enumerate(batches):
-                    y = torch.as_tensor(y)
+                    y = torch.as_tensor(y).to(device)
                     opt.zero_grad(set_to_none=True)
-                    if cfg.chunk_size:
-                        loss, _ = multistage_step(model, x, y, loss_fn, cfg.chunk_size)
+                    if cfg.chunk_size:  # images stay where they are; chunks move to the device
+                        loss, _ = multistage_step(model, x, y, loss_fn, cfg.chunk_size, device=device)
                     else:
-                        loss = loss_fn(model(x), y)
+                        loss = loss_fn(model(x.to(device)), y)
                         loss.backward()
                     opt.step()
                     sched.step()
@@ -308,7 +318,7 @@ def load_model(checkpoint: str | Path) -> tuple[RetrievalNet, TrainConfig]:
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ck = torch.load(path, weights_only=False)
+    ck = torch.load(path, weights_only=False, map_location="cpu")
     cfg = TrainConfig.from_dict(ck["config"])
     model = build_model(cfg, 1 if cfg.dataset == "digits" else 3)
     model.load_state_dict(ck["model"])
