@@ -353,6 +353,36 @@ def test_emulated_edge_cases(emu):
     assert emu.backward(S, torch.zeros(4, 2, big - 1, dtype=torch.float64), mask=S > 0, M=big)[0] == 0
 
 
+@pytest.mark.parametrize("sanitizer", ["address,undefined", "thread"])
+def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
+    """Every kernel, emulated on the CPU on assorted shapes (partial tiles, empty inputs, the bin
+    limit), under AddressSanitizer + UBSan (out-of-bounds shared/global accesses, UB) or
+    ThreadSanitizer (a race between the threads of a block, i.e. a missing __syncthreads): the
+    CPU stand-ins of compute-sanitizer's memcheck and racecheck (tests/cuda_emu/emu_stress.cpp)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++")
+    sys.path.insert(0, str(EMU_DIR))
+    try:
+        from transform import transform
+    finally:
+        sys.path.pop(0)
+    src = tmp_path / "ap_kernels_emu.cpp"
+    src.write_text(transform((CSRC / "cuda" / "ap_kernels.cu").read_text()))
+    exe = tmp_path / "emu_stress"
+    cmd = ["g++", "-std=c++20", "-O1", "-g", "-pthread", f"-fsanitize={sanitizer}", "-fno-sanitize-recover=all",
+           "-fno-omit-frame-pointer", "-I", str(EMU_DIR), "-I", str(CSRC / "cuda"), "-I", str(CSRC),
+           f"-DAPL_EMU_KERNELS=\"{src}\"", str(EMU_DIR / "emu_stress.cpp"), "-o", str(exe)]
+    res = _run(cmd)
+    if res.returncode != 0 and re.search(r"cannot find -l\w*san|lib\w*san", res.stderr):
+        pytest.skip(f"no {sanitizer} sanitizer runtime: {res.stderr.strip().splitlines()[-1]}")
+    assert res.returncode == 0, f"building the emulated kernels failed:\n{res.stderr[-4000:]}"
+    run = _run([str(exe)] + (["small"] if sanitizer == "thread" else []))
+    out = run.stdout + run.stderr
+    if "FATAL: ThreadSanitizer" in out and "memory mapping" in out:
+        pytest.skip("ThreadSanitizer cannot run on this kernel's memory layout")
+    assert run.returncode == 0 and "emu_stress: ok" in out, f"sanitizer {sanitizer} reported:\n{out[-6000:]}"
+
+
 def test_emulated_forward_deterministic(emu):
     s = (torch.rand(3, 20000, dtype=torch.float64) * 0.2 - 0.1).to(torch.float64)  # crowded bins
     rel = torch.rand(3, 20000) < 0.1

@@ -44,25 +44,30 @@ void launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t, Args... 
   grid_dim = grid;
   block_dim = block;
   const unsigned nt = block.x * block.y * block.z;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        // Poisoned shared memory of exactly the requested size (+ nothing: ASan sees overruns).
-        dynamic_smem.assign((smem + 7) / 8, 0xCDCDCDCDCDCDCDCDull);
-        or_flag = 0;
-        std::barrier<> bar(nt);
-        block_barrier = &bar;
-        std::vector<std::thread> threads;
-        threads.reserve(nt);
-        for (unsigned t = 0; t < nt; ++t) {
-          threads.emplace_back([&, t] {
-            thread_idx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-            block_idx = uint3{bx, by, bz};
-            kernel(args...);
-          });
+  // One std::thread per CUDA thread for the whole launch; blocks run one after another, with a
+  // barrier between them (shared memory is re-poisoned for each block).
+  std::barrier<> bar(nt);
+  block_barrier = &bar;
+  auto body = [&](unsigned t) {
+    thread_idx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          if (t == 0) {
+            // Exactly the requested size: AddressSanitizer sees an overrun.
+            dynamic_smem.assign((smem + 7) / 8, 0xCDCDCDCDCDCDCDCDull);
+            or_flag = 0;
+          }
+          bar.arrive_and_wait();
+          block_idx = uint3{bx, by, bz};
+          kernel(args...);
+          bar.arrive_and_wait();  // every thread of the block is done (or returned early)
         }
-        for (auto& th : threads) th.join();
-      }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(nt);
+  for (unsigned t = 0; t < nt; ++t) threads.emplace_back(body, t);
+  for (auto& th : threads) th.join();
 }
 }  // namespace emu
 
