@@ -162,15 +162,20 @@ def fits(method: str, B: int, D: int, chunk: int) -> tuple[bool, str]:
     return True, f"{r['time_ms']:.0f} ms (wall, first step), {r['peak_mb']:.0f} MiB"
 
 
-def largest_b(method: str, D: int, chunk: int, start: int, cap: int, tol: float, deadline: float) -> dict:
+def largest_b(method: str, D: int, chunk: int, start: int, cap: int, tol: float, deadline: float,
+              max_step_s: float = float("inf")) -> dict:
     """Largest B (a multiple of 256) that fits, by doubling from `start` then bisection."""
     q = 256
     rnd = lambda b: max(q, int(b) // q * q)
     lo, hi, log = 0, None, []
+    lo_ms = None
     b = rnd(start)
     while True:  # doubling
         if time.monotonic() > deadline:
             return {"method": method, "D": D, "largest_B": lo or None, "note": "time budget spent", "probes": log}
+        if lo and lo_ms is not None and lo_ms / 1e3 * (b / lo) ** 2 > max_step_s:
+            return {"method": method, "D": D, "largest_B": lo,
+                    "note": f">= {lo}: B={b} not tried (about {lo_ms / 1e3 * (b / lo) ** 2:.1f} s per step predicted)", "probes": log}
         ok, info = fits(method, b, D, chunk)
         log.append((b, ok, info))
         if not ok:
@@ -179,6 +184,7 @@ def largest_b(method: str, D: int, chunk: int, start: int, cap: int, tol: float,
             hi = b
             break
         lo = b
+        lo_ms = float(info.split(" ms")[0])
         if b >= cap:
             return {"method": method, "D": D, "largest_B": lo, "note": f">= {cap} (cap, --bisect-max)", "probes": log}
         b = min(cap, rnd(b * 2))
@@ -270,8 +276,8 @@ def plot(rows: list[dict], largest: list[dict], path: Path, title: str) -> None:
             pts = sorted((r["B"], r["time_ms"], r["peak_mb"]) for r in rows if r["method"] == m and r["D"] == D and "time_ms" in r)
             if not pts:
                 continue
-            big = [l["largest_B"] for l in largest if l["method"] == m and l["D"] == D and l.get("largest_B")]
-            label = m + (f" (max B {big[0]})" if big else "")
+            big = [l for l in largest if l["method"] == m and l["D"] == D and l.get("largest_B")]
+            label = m + (f" (max B {'>= ' if big[0]['note'].startswith('>=') else ''}{big[0]['largest_B']})" if big else "")
             ax_t.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
             ax_m.plot([p[0] for p in pts], [max(p[2], 0.01) for p in pts], "o-", label=m)
         for ax, ylabel in ((ax_t, "forward + backward (ms)"), (ax_m, "peak memory above inputs (MiB)")):
@@ -322,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-table", action="store_true",
                    help="only the largest-B search (written as bench_loss_cuda_largest.*): lets a "
                         "caller with a per-command time limit split the run in two")
+    p.add_argument("--max-step-s", type=float, default=30.0,
+                   help="skip a row whose step is predicted (from the previous size, as B^2) to take longer")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls (default: full float32)")
     p.add_argument("--quick", action="store_true", help="B in {1024, 2048}, D = 256, small search: a smoke run")
     p.add_argument("--out", default=str(HERE / "results"))
@@ -357,13 +365,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench_loss_cuda: {info['gpu']} ({info.get('nvidia_smi', '')}), torch {info['torch']} (CUDA {info['torch_cuda']}), TF32 {'on' if a.tf32 else 'off'}", flush=True)
     t_start = time.monotonic()
     rows = []
+    last_ok: dict[tuple[str, int], tuple[int, float]] = {}  # (method, D) -> (B, ms) of the last row that ran
+
+    def predicted_s(m: str, B: int, D: int) -> float:
+        """Seconds per step extrapolated from the last size that ran (time grows as B^2)."""
+        if (m, D) not in last_ok:
+            return 0.0
+        b0, ms = last_ok[(m, D)]
+        return ms / 1e3 * (B / b0) ** 2
+
     if a.skip_table:
         stream_targets = []
         a.bisect = True
     for D in ([] if a.skip_table else dims):
         for B in sizes:
             for m in methods:
-                r = measure(m, B, D, a.warmup, a.repeats, a.chunk)
+                pred = predicted_s(m, B, D)
+                if pred > a.max_step_s:
+                    r = {"method": m, "B": B, "D": D, "error": f"skipped: about {pred:.1f} s per step predicted"}
+                else:
+                    r = measure(m, B, D, a.warmup, a.repeats, a.chunk)
+                    if "time_ms" in r:
+                        last_ok[(m, D)] = (B, r["time_ms"])
                 if m == "cuda_stream":
                     r["chunk"] = a.chunk
                 rows.append(r)
@@ -383,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in methods:
                 ok_rows = [r["B"] for r in rows if r["method"] == m and r["D"] == D and "time_ms" in r]
                 start = max(ok_rows) if ok_rows else min(sizes)
-                res = largest_b(m, D, a.chunk, start, a.bisect_max, a.bisect_tol, deadline)
+                res = largest_b(m, D, a.chunk, start, a.bisect_max, a.bisect_tol, deadline, a.max_step_s)
                 largest.append(res)
                 print(f"  largest B {m:12s} D={D:5d}: {res['largest_B']} ({res['note']})", flush=True)
 
