@@ -38,7 +38,7 @@ def _extension():
             "apl._C",
             sources + rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu"),
             define_macros=[("APL_WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-fmad=false"]},
             extra_link_args=link,
         )
     return CppExtension("apl._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link)
