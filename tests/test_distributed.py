@@ -44,6 +44,14 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 5)).double()
 
 
+def make_bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 5)).double()
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+    return model
+
+
 def global_batch(sizes):
     g = torch.Generator().manual_seed(1)
     n = sum(sizes)
@@ -91,6 +99,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         res["ms_grads"] = [p.grad.clone() for p in model.parameters()]
         res["ms_syncs"] = syncs["calls"]
 
+        # 2b. The same with frozen BatchNorm (eval mode, affine parameters trained).
+        model = nn.parallel.DistributedDataParallel(make_bn_model())
+        loss, _ = multistage_step(model, x[sl], y[sl], GlobalBatchLoss(listwise_loss), MS_CHUNK, freeze_bn=True)
+        res["frozen_bn_loss"] = loss
+        res["frozen_bn_grads"] = [p.grad.clone() for p in model.parameters()]
+
         # 3. Backward scaling of the gather with a different loss per rank: rank r's rows receive
         #    the sum over ranks k of dL_k/dD_r, with L_k = (k + 1) * sum(D_all * w).
         e = torch.randn(PLAIN_SIZES[rank], 4, dtype=torch.float64, requires_grad=True)
@@ -136,13 +150,13 @@ def results(tmp_path_factory):
             if p.is_alive():
                 p.kill()
     out = [torch.load(os.path.join(out_dir, f"rank{r}.pt")) for r in range(WORLD)]
-    for r, o in enumerate(out):
-        assert "error" not in o, f"rank {r} failed:\n{o['error']}"
+    errors = [f"rank {r} failed:\n{o['error']}" for r, o in enumerate(out) if "error" in o]
+    assert not errors, "\n".join(errors)
     return out
 
 
-def single_process(sizes):
-    model = make_model()
+def single_process(sizes, model=None):
+    model = make_model() if model is None else model
     x, y = global_batch(sizes)
     loss = listwise_loss(model(x), y)
     loss.backward()
@@ -170,6 +184,17 @@ def test_multistage_ddp_equals_single_process(results):
     for o in results:
         torch.testing.assert_close(o["ms_loss"], ref_loss, atol=1e-6, rtol=0)
         for g, r in zip(o["ms_grads"], ref_grads):
+            torch.testing.assert_close(g, r, atol=1e-6, rtol=0)
+
+
+def test_multistage_ddp_frozen_bn_equals_single_process_eval_bn(results):
+    model = make_bn_model()
+    model[1].eval()
+    ref_loss, ref_grads = single_process(MS_SIZES, model)
+    assert ref_grads[2].abs().sum() > 0  # the BatchNorm weight is trained
+    for o in results:
+        torch.testing.assert_close(o["frozen_bn_loss"], ref_loss, atol=1e-6, rtol=0)
+        for g, r in zip(o["frozen_bn_grads"], ref_grads):
             torch.testing.assert_close(g, r, atol=1e-6, rtol=0)
 
 
