@@ -77,24 +77,40 @@ class _RngStates:
 
 
 class _BatchStats:
-    """Whole-batch mean and variance of a BatchNorm's input, merged over chunks (Chan et al.)."""
+    """Whole-batch mean and variance of a BatchNorm's input, merged over chunks (Chan et al.).
+
+    The per-chunk statistics come from the BatchNorm's own kernel, at no extra cost: for each
+    stage-1 forward its running buffers are swapped for scratch tensors and its momentum set to 1,
+    so that the "update" writes the chunk's mean and unbiased variance there. In train mode the
+    running buffers do not enter the output, so the forward is unchanged.
+    """
 
     def __init__(self, module: _BatchNorm) -> None:
         # Running buffers as they were before this step's first forward through the module (after
         # any buffer broadcast DDP did in that forward).
         self.before = {k: v.clone() for k, v in module.named_buffers(recurse=False)}
+        # Zeros, not empty: the update computes 0 * old + 1 * new, and 0 * NaN garbage is NaN.
+        self.scratch = (torch.zeros_like(module.running_mean), torch.zeros_like(module.running_var))
+        self.saved: Optional[tuple] = None
         self.n = 0
         self.mean: Optional[torch.Tensor] = None
         self.m2: Optional[torch.Tensor] = None
 
+    def swap_in(self, module: _BatchNorm) -> None:
+        self.saved = (module.running_mean, module.running_var, module.momentum)
+        module.running_mean, module.running_var = self.scratch
+        module.momentum = 1.0
+
+    def swap_out(self, module: _BatchNorm) -> None:
+        if self.saved is not None:
+            module.running_mean, module.running_var, module.momentum = self.saved
+            self.saved = None
+
     def add(self, x: torch.Tensor) -> None:
-        dims = [d for d in range(x.dim()) if d != 1]
         n = x.numel() // x.shape[1]
-        x = x.detach()
-        if x.dtype not in (torch.float32, torch.float64):  # autocast may hand in half precision
-            x = x.float()
-        var, mean = torch.var_mean(x, dim=dims, unbiased=False)
-        mean, m2 = mean.double(), var.double() * n
+        # Copies: the scratch tensors are overwritten by the next chunk.
+        mean = self.scratch[0].to(torch.float64, copy=True)
+        m2 = self.scratch[1].to(torch.float64, copy=True) * max(n - 1, 0)
         if self.mean is None:
             self.n, self.mean, self.m2 = n, mean, m2
             return
@@ -230,17 +246,22 @@ def multistage_step(
     # are gathered in stage 1, and a single update is written at the end.
     stats: dict[_BatchNorm, _BatchStats] = {}
 
-    def bn_hook(module: _BatchNorm, args: tuple) -> None:
+    def bn_pre_hook(module: _BatchNorm, args: tuple) -> None:
         if module not in stats:
             stats[module] = _BatchStats(module)
+        stats[module].swap_in(module)
+
+    def bn_post_hook(module: _BatchNorm, args: tuple, output: Any) -> None:
+        stats[module].swap_out(module)
         stats[module].add(args[0])
 
-    hooks = [
-        m.register_forward_pre_hook(bn_hook)
-        for m in bns
+    tracked = [
+        m for m in bns
         if m.training and m.track_running_stats and m.running_mean is not None
         and not isinstance(m, nn.SyncBatchNorm)
     ]
+    hooks = [m.register_forward_pre_hook(bn_pre_hook) for m in tracked]
+    hooks += [m.register_forward_hook(bn_post_hook) for m in tracked]
 
     rng_states: list[_RngStates] = []
     after_stage1: Optional[_RngStates] = None
@@ -306,6 +327,8 @@ def multistage_step(
     finally:
         for h in hooks:
             h.remove()
+        for m, st in stats.items():  # a forward that raised may have left scratch buffers in place
+            st.swap_out(m)
         if after_stage1 is not None:
             after_stage1.restore()
         for m, mode in zip(bns, bn_modes):
