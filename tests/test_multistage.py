@@ -325,7 +325,7 @@ def test_loss_not_scalar():
         multistage_step(mlp(), x, y, lambda d, l: d.sum(1), 4)
 
 
-def test_error_leaves_modes_and_rng_consistent():
+def test_error_restores_batchnorm_mode():
     # A failing loss must not leave BatchNorm frozen.
     model = mlp(bn=True)
     x, y = data(6)
