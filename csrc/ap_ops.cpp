@@ -4,6 +4,8 @@
 #include "ap_ops.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 namespace apl {
 namespace {
@@ -60,6 +62,21 @@ at::Tensor grad_or_zeros(const at::Tensor& grad_ap, int64_t n, const at::Tensor&
   return at::zeros({n}, like.options().dtype(at::kDouble));
 }
 
+// The unit-gradient strategy when the device provides it. APL_SCORES_STRATEGY=1 (read once)
+// forces the scores strategy that devices without it use, so that path is tested on CPU too.
+bool use_unit(const RowKernels& k) {
+  static const bool forced_off = [] {
+    const char* v = std::getenv("APL_SCORES_STRATEGY");
+    return v != nullptr && std::strcmp(v, "") != 0 && std::strcmp(v, "0") != 0;
+  }();
+  return k.forward_labels_unit != nullptr && k.symmetrize_unit != nullptr && !forced_off;
+}
+
+// Rows per block of H in the self-retrieval backward: about 2^21 elements, reused for every block.
+int64_t symmetric_block_rows(int64_t B) {
+  return std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{1} << 21) / std::max<int64_t>(B, 1)));
+}
+
 struct Forward {
   at::Tensor ap, npos, coef, flag;
   Forward(int64_t B, int64_t M, const at::Tensor& like)
@@ -88,7 +105,11 @@ ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const
   at::Tensor scores;
   if (chunk_size <= 0) {
     scores = at::matmul(D, D.t());
-    k.forward_labels(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag);
+    if (use_unit(k)) {  // the saved (B, B) tensor becomes U = dAP / dS, in place
+      k.forward_labels_unit(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag, scores);
+    } else {
+      k.forward_labels(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag);
+    }
   } else {
     scores = at::empty({0}, D.options());
     for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
@@ -110,15 +131,32 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
   const auto D = embeddings.to(compute_dtype(embeddings)).contiguous();
   const auto lab = labels.contiguous();
   const auto p = params(num_bins, lo, hi);
-  const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, D), p);
   at::Tensor dD;
   if (chunk_size <= 0) {
     TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == B && scores.size(1) == B,
                       "apl: ap_self_backward needs the saved (B, B) scores when chunk_size <= 0");
-    auto H = at::empty_like(scores);
-    k.backward_self_symmetric(scores.contiguous(), lab, slopes, p, H);
-    dD = at::matmul(H, D);
+    if (use_unit(k)) {
+      // dD = (G + G^T) D with G = diag(g) U, built one block of rows at a time in a reused buffer.
+      const auto U = scores.contiguous();
+      const auto g = grad_or_zeros(grad_ap, B, D).to(D.scalar_type()).contiguous();
+      dD = at::empty_like(D);
+      const int64_t rows = symmetric_block_rows(B);
+      auto buffer = at::empty({rows, B}, D.options());
+      for (int64_t r0 = 0; r0 < B; r0 += rows) {
+        const int64_t R = std::min(rows, B - r0);
+        auto H = buffer.narrow(0, 0, R);
+        k.symmetrize_unit(U, g, r0, H);
+        auto out = dD.narrow(0, r0, R);
+        at::mm_out(out, H, D);
+      }
+    } else {
+      const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, D), p);
+      auto H = at::empty_like(scores);
+      k.backward_self_symmetric(scores.contiguous(), lab, slopes, p, H);
+      dD = at::matmul(H, D);
+    }
   } else {
+    const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, D), p);
     dD = at::zeros_like(D);
     for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
       const int64_t R = std::min(chunk_size, B - r0);
@@ -154,7 +192,11 @@ ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at:
   at::Tensor scores;
   if (chunk_size <= 0) {
     scores = at::matmul(Q, X.t());
-    k.forward_labels(scores, ql, xl, -1, p, out.ap, out.npos, out.coef, out.flag);
+    if (use_unit(k)) {
+      k.forward_labels_unit(scores, ql, xl, -1, p, out.ap, out.npos, out.coef, out.flag, scores);
+    } else {
+      k.forward_labels(scores, ql, xl, -1, p, out.ap, out.npos, out.coef, out.flag);
+    }
   } else {
     scores = at::empty({0}, Q.options());
     for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {
@@ -178,16 +220,24 @@ std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
   const auto Q = queries.to(dtype).contiguous(), X = refs.to(dtype).contiguous();
   const auto ql = query_labels.contiguous(), xl = ref_labels.contiguous();
   const auto p = params(num_bins, lo, hi);
-  const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, Q), p);
   at::Tensor dQ, dX;
   if (chunk_size <= 0) {
     TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == B && scores.size(1) == N,
                       "apl: ap_ref_backward needs the saved (B, N) scores when chunk_size <= 0");
-    auto G = at::empty_like(scores);
-    k.backward_labels(scores.contiguous(), ql, xl, -1, slopes, p, G);
-    dQ = at::matmul(G, X);
-    dX = at::matmul(G.t(), Q);
+    if (use_unit(k)) {  // G = diag(g) U: dQ = diag(g) (U X), dX = U^T (diag(g) Q); no B x N pass
+      const auto g = grad_or_zeros(grad_ap, B, Q).to(Q.scalar_type()).unsqueeze(1);
+      const auto U = scores.contiguous();
+      dQ = at::mm(U, X).mul_(g);
+      dX = at::mm(U.t(), Q * g);
+    } else {
+      const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, Q), p);
+      auto G = at::empty_like(scores);
+      k.backward_labels(scores.contiguous(), ql, xl, -1, slopes, p, G);
+      dQ = at::matmul(G, X);
+      dX = at::matmul(G.t(), Q);
+    }
   } else {
+    const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, Q), p);
     dQ = at::empty_like(Q);
     dX = at::zeros_like(X);
     for (int64_t r0 = 0; r0 < B; r0 += chunk_size) {

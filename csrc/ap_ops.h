@@ -41,6 +41,19 @@ struct RowKernels {
   // False while the device's stream is being captured into a graph: no host sync is allowed then,
   // so the non-finite check is skipped (documented).
   bool (*can_sync)();
+
+  // Optional (nullptr when a device does not provide them): the unit-gradient strategy.
+  // forward_labels_unit is forward_labels that also writes U_ij = dAP_i / dS_ij (the gradient for
+  // an upstream gradient of 1; 0 for the query itself and outside (lo, hi)) into U, which may
+  // alias S: the row is still in cache, and backward never has to locate a score again.
+  void (*forward_labels_unit)(const at::Tensor& S, const at::Tensor& q_labels,
+                              const at::Tensor& x_labels, int64_t self_offset,
+                              const BinParams& p, at::Tensor& ap, at::Tensor& npos,
+                              at::Tensor& coef, at::Tensor& nonfinite, at::Tensor& U) = nullptr;
+  // Rows [r0, r0 + R) of G + G^T for G_ij = g_i U_ij, U square: H_ij = g_{r0+i} U_{r0+i,j} +
+  // g_j U_{j,r0+i}, with g in U's dtype and H (R, B).
+  void (*symmetrize_unit)(const at::Tensor& U, const at::Tensor& g, int64_t r0,
+                          at::Tensor& H) = nullptr;
 };
 
 using ForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

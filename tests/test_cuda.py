@@ -250,7 +250,8 @@ def test_emulated_forward_labels_matches_cpu_kernel(emu, dtype, M):
     x, y = unit_rows(40, 6, dtype, seed=M), random_labels(40, 4, seed=M)
     y[3] = 99  # a query without a positive
     for variant in (0, 1, 2):
-        ap, npos, coef, S = torch.ops.apl.ap_self(x, y, M, -1.0, 1.0, variant, 0)
+        ap, npos, coef, _saved = torch.ops.apl.ap_self(x, y, M, -1.0, 1.0, variant, 0)
+        S = x @ x.t()  # the op may save dAP/dS instead of the scores (CPU unit-gradient strategy)
         rc, eap, enpos, ecoef, flag = emu.forward(S, y, y, 0, M=M, variant=variant)
         assert rc == 0 and flag.item() == 0
         assert torch.equal(enpos, npos)
@@ -263,7 +264,8 @@ def test_emulated_forward_labels_matches_cpu_kernel(emu, dtype, M):
         assert torch.equal(bap, eap[r0:r0 + R]) and torch.equal(bcoef, ecoef[r0:r0 + R])
     # reference set (no exclusion)
     q, ql = unit_rows(9, 6, dtype, seed=M + 1), random_labels(9, 4, seed=M + 1)
-    ap, npos, coef, Sq = torch.ops.apl.ap_ref(q, ql, x, y, M, -1.0, 1.0, 0, 0)
+    ap, npos, coef, _saved = torch.ops.apl.ap_ref(q, ql, x, y, M, -1.0, 1.0, 0, 0)
+    Sq = q @ x.t()
     rc, eap, enpos, ecoef, _ = emu.forward(Sq, ql, y, -1, M=M, variant=0)
     assert rc == 0 and torch.equal(enpos, npos)
     _emu_close(eap, ap, dtype)
@@ -291,7 +293,8 @@ def test_emulated_mask_forward_and_backward_match_cpu_kernel(emu, dtype):
 def test_emulated_backward_kernels_match_cpu_kernel(emu, dtype, B):
     x, y = unit_rows(B, 5, dtype, seed=B + 50), random_labels(B, 3, seed=B + 50)
     M = 12
-    ap, npos, coef, S = torch.ops.apl.ap_self(x, y, M, -1.0, 1.0, 0, 0)
+    ap, npos, coef, saved = torch.ops.apl.ap_self(x, y, M, -1.0, 1.0, 0, 0)
+    S = x @ x.t()  # the op may save dAP/dS instead of the scores (CPU unit-gradient strategy)
     grad_ap = torch.linspace(0.5, 1.5, B, dtype=torch.float64)
     sl = _slopes(coef, grad_ap, M)
     # row kernel with self-exclusion, whole and in blocks
@@ -311,15 +314,16 @@ def test_emulated_backward_kernels_match_cpu_kernel(emu, dtype, B):
         # (float)(g_ij + g_ji) against (float)g_ij + (float)g_ji: round-off of the larger term
         torch.testing.assert_close(H, G + G.t(), rtol=2e-7, atol=2e-7 * G.abs().max().item())
     # and against the CPU kernel's self backward: dD = H @ D
-    dD = torch.ops.apl.ap_self_backward(grad_ap, x, y, coef, S, M, -1.0, 1.0, 0)
+    dD = torch.ops.apl.ap_self_backward(grad_ap, x, y, coef, saved, M, -1.0, 1.0, 0)
     torch.testing.assert_close(H @ x, dD, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6 if dtype == torch.float32 else 1e-14)
     # reference-set backward: dQ = G X, dX = G^T Q
     X, xl = unit_rows(B + 3, 5, dtype, seed=B + 51), random_labels(B + 3, 3, seed=B + 51)
-    ap, npos, coef, Sq = torch.ops.apl.ap_ref(x, y, X, xl, M, -1.0, 1.0, 0, 0)
+    ap, npos, coef, saved = torch.ops.apl.ap_ref(x, y, X, xl, M, -1.0, 1.0, 0, 0)
+    Sq = x @ X.t()
     sl = _slopes(coef, grad_ap, M)
     rc, Gq = emu.backward(Sq, sl, y, xl, -1, M=M)
     assert rc == 0
-    dQ, dX = torch.ops.apl.ap_ref_backward(grad_ap, x, y, X, xl, coef, Sq, M, -1.0, 1.0, 0)
+    dQ, dX = torch.ops.apl.ap_ref_backward(grad_ap, x, y, X, xl, coef, saved, M, -1.0, 1.0, 0)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(Gq @ X, dQ, **tol)
     torch.testing.assert_close(Gq.t() @ x, dX, **tol)

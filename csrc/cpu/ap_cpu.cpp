@@ -29,35 +29,68 @@ struct MaskRow {
 // histogram turns `n[m] += w` into a serial chain through memory; four lanes (items j, j+1, j+2,
 // j+3) run in parallel and are summed in a fixed order, which keeps results deterministic.
 constexpr int kLanes = 4;
+// Items per block: bin positions are computed for a block first (a loop the compiler vectorises),
+// then scattered into the histograms.
+constexpr int64_t kBlock = 256;
 
 // Accumulate one row's histograms over items [j0, j1) into the lanes: lane l holds p at
 // hist + 2*M*l and n right after it. Returns the sum of the scores, used only to detect NaN/Inf
 // without a branch per element.
+//
+// With `idx` (unit-gradient strategy), also records for every item the entry of the row's
+// derivative table it will read in the second pass: m for a negative, M - 1 + m for a positive,
+// 2 * (M - 1) (a zero) where the score has no gradient.
+// Bin positions of scores s[0..n) (vectorised).
+template <typename T>
+void locate_block(const T* __restrict s, int64_t n, const Bins<T>& bins, int32_t* __restrict bin,
+                  T* __restrict frac, int32_t* __restrict grad) {
+  const Bins<T> b = bins;  // a local copy: the outputs cannot alias it
+  for (int64_t k = 0; k < n; ++k) {
+    int m;
+    T f;
+    bool g;
+    locate_into(s[k], b, m, f, g);
+    bin[k] = m;
+    frac[k] = f;
+    grad[k] = g;
+  }
+}
+
 template <typename T, typename Rel>
 double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
-                  int64_t M, double* hist, int64_t& npos) {
+                  int64_t M, double* hist, int64_t& npos, int32_t* idx) {
   double sum[kLanes] = {0.0, 0.0, 0.0, 0.0};
   int64_t count[kLanes] = {0, 0, 0, 0};
-  auto add = [&](int lane, int64_t j) {
-    const T v = s[j];
-    sum[lane] += v;
-    const BinPos<T> q = locate(v, b);
-    const T w1 = q.frac, w0 = T(1) - w1;
-    double* p = hist + 2 * M * lane;
-    double* n = p + M;
-    n[q.m] += w0;
-    n[q.m + 1] += w1;
-    if (rel(j)) {
-      p[q.m] += w0;
-      p[q.m + 1] += w1;
-      ++count[lane];
+  int32_t bin[kBlock];
+  T frac[kBlock];
+  int32_t grad[kBlock];
+  const int32_t m1 = static_cast<int32_t>(M - 1);
+  for (int64_t c0 = j0; c0 < j1; c0 += kBlock) {
+    const int64_t n_items = std::min(kBlock, j1 - c0);
+    locate_block(s + c0, n_items, b, bin, frac, grad);
+    auto add = [&](int lane, int64_t k) {
+      const int64_t j = c0 + k;
+      sum[lane] += s[j];
+      const int32_t m = bin[k];
+      const T w1 = frac[k], w0 = T(1) - w1;
+      double* p = hist + 2 * M * lane;
+      double* n = p + M;
+      n[m] += w0;
+      n[m + 1] += w1;
+      const bool y = rel(j);
+      if (y) {
+        p[m] += w0;
+        p[m + 1] += w1;
+        ++count[lane];
+      }
+      if (idx != nullptr) idx[j] = grad[k] ? m + (y ? m1 : 0) : 2 * m1;
+    };
+    int64_t k = 0;
+    for (; k + kLanes <= n_items; k += kLanes) {
+      for (int l = 0; l < kLanes; ++l) add(l, k + l);
     }
-  };
-  int64_t j = j0;
-  for (; j + kLanes <= j1; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) add(l, j + l);
+    for (; k < n_items; ++k) add(0, k);
   }
-  for (; j < j1; ++j) add(0, j);
   npos += count[0] + count[1] + count[2] + count[3];
   return (sum[0] + sum[1]) + (sum[2] + sum[3]);
 }
@@ -74,58 +107,72 @@ inline void reduce_lanes(double* hist, int64_t M) {
 template <typename T, typename Rel>
 void gradient(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
               const double* slope_neg, const double* slope_pos, T* g) {
-  for (int64_t j = j0; j < j1; ++j) {
-    const BinPos<T> q = locate(s[j], b);
-    const double v = rel(j) ? slope_pos[q.m] : slope_neg[q.m];
-    g[j] = q.grad ? static_cast<T>(v) : T(0);
+  int32_t bin[kBlock];
+  T frac[kBlock];
+  int32_t grad[kBlock];
+  for (int64_t c0 = j0; c0 < j1; c0 += kBlock) {
+    const int64_t n_items = std::min(kBlock, j1 - c0);
+    locate_block(s + c0, n_items, b, bin, frac, grad);
+    for (int64_t k = 0; k < n_items; ++k) {
+      const double v = rel(c0 + k) ? slope_pos[bin[k]] : slope_neg[bin[k]];
+      g[c0 + k] = grad[k] ? static_cast<T>(v) : T(0);
+    }
   }
 }
 
-// Runs `row(r, scratch)` for every row in parallel; scratch holds kLanes * 2 * M doubles per task.
-template <typename F>
-void for_each_row(int64_t R, int64_t N, int64_t M, const F& row) {
-  // About 32k score elements per task keeps the scheduling overhead negligible.
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(N, 1));
-  at::parallel_for(0, R, grain, [&](int64_t r0, int64_t r1) {
-    std::vector<double> scratch(kLanes * 2 * M);
-    for (int64_t r = r0; r < r1; ++r) row(r, scratch.data());
-  });
-}
+// Rows per parallel task: about 32k score elements keeps the scheduling overhead negligible.
+inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(N, 1)); }
 
+// One row at a time: histograms (pass 1), AP and coefficients; with `unit` (which may alias S),
+// pass 2 writes U_ij = dAP_i / dS_ij from a 2M - 1 entry table while the row is still in cache.
 template <typename T, typename MakeRel>
 void forward_rows(const at::Tensor& S, int64_t self_offset, const BinParams& prm,
                   const MakeRel& make_rel, at::Tensor& ap, at::Tensor& npos, at::Tensor& coef,
-                  at::Tensor& nonfinite) {
+                  at::Tensor& nonfinite, T* unit = nullptr) {
   const int64_t R = S.size(0), N = S.size(1), M = prm.M;
   const auto b = make_bins<T>(prm.lo, prm.hi, static_cast<int>(M));
+  const double inv_delta = static_cast<double>(M - 1) / (prm.hi - prm.lo);
+  const int32_t no_grad = static_cast<int32_t>(2 * (M - 1));  // the table's zero entry
   const T* s = S.data_ptr<T>();
   T* ap_p = ap.data_ptr<T>();
   int64_t* npos_p = npos.data_ptr<int64_t>();
   double* coef_p = coef.data_ptr<double>();
   int32_t* bad = nonfinite.data_ptr<int32_t>();
-  for_each_row(R, N, M, [&](int64_t r, double* hist) {
-    std::fill(hist, hist + kLanes * 2 * M, 0.0);
-    const T* row = s + r * N;
-    const auto rel = make_rel(r);
-    int64_t count = 0;
-    double sum;
-    const int64_t self = self_offset >= 0 ? self_offset + r : -1;
-    if (self >= 0 && self < N) {  // leave the query itself out, without a branch per element
-      sum = accumulate(row, 0, self, rel, b, M, hist, count);
-      sum += accumulate(row, self + 1, N, rel, b, M, hist, count);
-      if (!std::isfinite(static_cast<double>(row[self]))) sum = NAN;
-    } else {
-      sum = accumulate(row, 0, N, rel, b, M, hist, count);
+  at::parallel_for(0, R, row_grain(N), [&](int64_t r0, int64_t r1) {
+    std::vector<double> hist(kLanes * 2 * M), slope(2 * (M - 1));
+    std::vector<int32_t> idx_buf(unit != nullptr ? N : 0);
+    std::vector<T> table(2 * M - 1);
+    int32_t* idx = unit != nullptr ? idx_buf.data() : nullptr;
+    for (int64_t r = r0; r < r1; ++r) {
+      std::fill(hist.begin(), hist.end(), 0.0);
+      const T* row = s + r * N;
+      const auto rel = make_rel(r);
+      int64_t count = 0;
+      double sum;
+      const int64_t self = self_offset >= 0 ? self_offset + r : -1;
+      if (self >= 0 && self < N) {  // leave the query itself out, without a branch per element
+        sum = accumulate(row, 0, self, rel, b, M, hist.data(), count, idx);
+        sum += accumulate(row, self + 1, N, rel, b, M, hist.data(), count, idx);
+        if (!std::isfinite(static_cast<double>(row[self]))) sum = NAN;
+        if (idx != nullptr) idx[self] = no_grad;
+      } else {
+        sum = accumulate(row, 0, N, rel, b, M, hist.data(), count, idx);
+      }
+      if (!std::isfinite(sum)) *bad = 1;  // benign race: every writer stores 1
+      reduce_lanes(hist.data(), M);
+      double* cp = coef_p + r * 2 * M;
+      ap_p[r] = static_cast<T>(ap_and_coefficients(hist.data(), hist.data() + M,
+                                                   static_cast<int>(M), static_cast<double>(count),
+                                                   prm.variant, cp, cp + M));
+      npos_p[r] = count;
+      if (unit != nullptr) {
+        slopes(cp, cp + M, static_cast<int>(M), 1.0, inv_delta, slope.data(), slope.data() + (M - 1));
+        for (int64_t k = 0; k < no_grad; ++k) table[k] = static_cast<T>(slope[k]);
+        table[no_grad] = T(0);
+        T* u = unit + r * N;
+        for (int64_t j = 0; j < N; ++j) u[j] = table[idx[j]];
+      }
     }
-    reduce_lanes(hist, M);
-    const double* p = hist;
-    const double* n = hist + M;
-    if (!std::isfinite(sum)) *bad = 1;  // benign race: every writer stores 1
-    double* cp = coef_p + r * 2 * M;
-    ap_p[r] = static_cast<T>(ap_and_coefficients(p, n, static_cast<int>(M),
-                                                 static_cast<double>(count), prm.variant, cp,
-                                                 cp + M));
-    npos_p[r] = count;
   });
 }
 
@@ -137,17 +184,19 @@ void backward_rows(const at::Tensor& S, int64_t self_offset, const at::Tensor& s
   const T* s = S.data_ptr<T>();
   T* g = G.data_ptr<T>();
   const double* sl = slopes.data_ptr<double>();
-  for_each_row(R, N, M, [&](int64_t r, double*) {
-    const double* neg = sl + r * 2 * (M - 1);
-    const double* pos = neg + (M - 1);
-    const auto rel = make_rel(r);
-    const int64_t self = self_offset >= 0 ? self_offset + r : -1;
-    if (self >= 0 && self < N) {
-      gradient(s + r * N, 0, self, rel, b, neg, pos, g + r * N);
-      g[r * N + self] = T(0);
-      gradient(s + r * N, self + 1, N, rel, b, neg, pos, g + r * N);
-    } else {
-      gradient(s + r * N, 0, N, rel, b, neg, pos, g + r * N);
+  at::parallel_for(0, R, row_grain(N), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const double* neg = sl + r * 2 * (M - 1);
+      const double* pos = neg + (M - 1);
+      const auto rel = make_rel(r);
+      const int64_t self = self_offset >= 0 ? self_offset + r : -1;
+      if (self >= 0 && self < N) {
+        gradient(s + r * N, 0, self, rel, b, neg, pos, g + r * N);
+        g[r * N + self] = T(0);
+        gradient(s + r * N, self + 1, N, rel, b, neg, pos, g + r * N);
+      } else {
+        gradient(s + r * N, 0, N, rel, b, neg, pos, g + r * N);
+      }
     }
   });
 }
@@ -160,6 +209,21 @@ void forward_labels(const at::Tensor& S, const at::Tensor& q_labels, const at::T
   auto make_rel = [&](int64_t r) { return LabelRow{xl, ql[r]}; };
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_forward_labels", [&] {
     forward_rows<scalar_t>(S, self_offset, prm, make_rel, ap, npos, coef, nonfinite);
+  });
+}
+
+void forward_labels_unit(const at::Tensor& S, const at::Tensor& q_labels,
+                         const at::Tensor& x_labels, int64_t self_offset, const BinParams& prm,
+                         at::Tensor& ap, at::Tensor& npos, at::Tensor& coef,
+                         at::Tensor& nonfinite, at::Tensor& U) {
+  TORCH_CHECK(U.sizes() == S.sizes() && U.is_contiguous() && U.scalar_type() == S.scalar_type(),
+              "apl: U must be a contiguous tensor like the scores");
+  const int64_t* ql = q_labels.data_ptr<int64_t>();
+  const int64_t* xl = x_labels.data_ptr<int64_t>();
+  auto make_rel = [&](int64_t r) { return LabelRow{xl, ql[r]}; };
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_forward_labels_unit", [&] {
+    forward_rows<scalar_t>(S, self_offset, prm, make_rel, ap, npos, coef, nonfinite,
+                           U.data_ptr<scalar_t>());
   });
 }
 
@@ -257,10 +321,52 @@ void backward_self_symmetric(const at::Tensor& S, const at::Tensor& labels,
   });
 }
 
+// Rows [r0, r0 + R) of H = diag(g) U + U^T diag(g), tile by tile: U's rows r0 + i are read
+// contiguously, and the mirrored entries U_{j, r0+i} come from rows j through a transposing tile
+// buffer. U's diagonal is 0 (the query is not in its own list), so H's is too.
+template <typename T>
+void symmetrize_rows(const at::Tensor& U, const at::Tensor& g, int64_t r0, at::Tensor& H) {
+  constexpr int64_t kTile = 64;
+  const int64_t B = U.size(1), R = H.size(0);
+  const T* u = U.data_ptr<T>();
+  const T* gs = g.data_ptr<T>();
+  T* h = H.data_ptr<T>();
+  const int64_t ti = (R + kTile - 1) / kTile, tj = (B + kTile - 1) / kTile;
+  at::parallel_for(0, ti * tj, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> buf(kTile * kTile);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i0 = (t / tj) * kTile, i1 = std::min(R, i0 + kTile);
+      const int64_t j0 = (t % tj) * kTile, j1 = std::min(B, j0 + kTile);
+      for (int64_t j = j0; j < j1; ++j) {  // buf[j - j0][i - i0] = g_j U_{j, r0+i}
+        const T* src = u + j * B + r0;
+        const T gj = gs[j];
+        T* dst = buf.data() + (j - j0) * kTile;
+        for (int64_t i = i0; i < i1; ++i) dst[i - i0] = gj * src[i];
+      }
+      for (int64_t i = i0; i < i1; ++i) {
+        const T gi = gs[r0 + i];
+        const T* row = u + (r0 + i) * B;
+        T* out = h + i * B;
+        for (int64_t j = j0; j < j1; ++j) out[j] = gi * row[j] + buf[(j - j0) * kTile + (i - i0)];
+      }
+    }
+  });
+}
+
+void symmetrize_unit(const at::Tensor& U, const at::Tensor& g, int64_t r0, at::Tensor& H) {
+  TORCH_CHECK(U.is_contiguous() && g.is_contiguous() && H.is_contiguous() &&
+                  g.scalar_type() == U.scalar_type() && H.scalar_type() == U.scalar_type() &&
+                  H.size(1) == U.size(1) && r0 + H.size(0) <= U.size(0),
+              "apl: symmetrize_unit got inconsistent tensors");
+  AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "apl_symmetrize_unit",
+                             [&] { symmetrize_rows<scalar_t>(U, g, r0, H); });
+}
+
 bool always_sync() { return true; }
 
-const RowKernels kCpuKernels{forward_labels, forward_mask,        backward_labels,
-                             backward_mask,  backward_self_symmetric, always_sync};
+const RowKernels kCpuKernels{forward_labels,      forward_mask,       backward_labels,
+                             backward_mask,       backward_self_symmetric, always_sync,
+                             forward_labels_unit, symmetrize_unit};
 
 ForwardOut ap_self(const at::Tensor& e, const at::Tensor& l, int64_t M, double lo, double hi,
                    int64_t v, int64_t c) {
