@@ -134,9 +134,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
         torch.set_num_threads(a.threads)
     if a.study:
-        run_study(a.study, a.out, epochs=a.epochs, seed=a.seed)
+        run_study(a.study, a.out, epochs=a.epochs, seeds=tuple(a.seeds))
     else:
-        run_demo(a.out, epochs=a.epochs, seed=a.seed)
+        run_demo(a.out, epochs=a.epochs, seeds=tuple(a.seeds))
     return 0
 
 
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="AP vs triplet vs contrastive on the bundled digits (or a parameter study)")
     d.add_argument("--study", choices=sorted(STUDIES), default=None)
     d.add_argument("--epochs", type=int, default=15)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per seed; the table gives mean ± std")
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--out", default="runs/demo")
     d.set_defaults(func=cmd_demo)

@@ -26,7 +26,7 @@ STUDIES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
 DEMO_LOSSES = ("ap", "triplet", "contrastive")
 
 
-def base_config(epochs: int, seed: int) -> TrainConfig:
+def base_config(epochs: int, seed: int = 0) -> TrainConfig:
     return TrainConfig(dataset="digits", backbone="small_cnn", dim=32, batch_size=256, epochs=epochs, lr=1e-3, seed=seed)
 
 
@@ -36,56 +36,81 @@ def _run(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> tuple[list[
     history = trainer.run()
     elapsed = time.perf_counter() - t0
     last = history[-1]
-    log(f"  {out.name:24s} held-out mAP {last['eval_map']:.4f}  P@1 {last['eval_p@1']:.4f}  ({elapsed:.0f}s)")
+    log(f"  {out.parent.name + '/' + out.name:28s} held-out mAP {last['eval_map']:.4f}  P@1 {last['eval_p@1']:.4f}  ({elapsed:.0f}s)")
     return history, elapsed, trainer
 
 
 def _table(rows: list[dict], key: str) -> str:
-    lines = [f"| {key} | held-out mAP | P@1 | P@10 | train time (s) |", "|---|---|---|---|---|"]
+    lines = [f"| {key} | held-out mAP | P@1 | P@10 | train time per run (s) |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r[key]} | {r['map']:.4f} | {r['p@1']:.4f} | {r['p@10']:.4f} | {r['time_s']:.0f} |")
+        cells = [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" if r.get(m + "_std") is not None else f"{r[m]:.4f}" for m in ("map", "p@1", "p@10")]
+        lines.append(f"| {r[key]} | " + " | ".join(cells) + f" | {r['time_s']:.0f} |")
     return "\n".join(lines)
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int = 15, seed: int = 0, log: Callable[[str], None] = print) -> list[dict]:
-    """Trains the same network with each loss of DEMO_LOSSES; writes results.json, results.md,
-    curves.png (training curves) and pr_curves.png (held-out precision-recall)."""
+def _summary(key: str, name: str, finals: list[dict], times: list[float]) -> dict:
+    """Mean (and standard deviation over seeds) of the last epoch's held-out metrics."""
+    import statistics
+
+    row = {key: name, "seeds": len(finals), "time_s": sum(times) / len(times), "runs": finals}
+    for m in ("map", "p@1", "p@10"):
+        values = [f[f"eval_{m}"] for f in finals]
+        row[m] = statistics.fmean(values)
+        row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else None
+    return row
+
+
+def _runs(cfg: TrainConfig, out: Path, seeds: tuple, log: Callable[[str], None]):
+    """Trains cfg once per seed; returns (per-seed histories, per-seed times, last trainer)."""
+    histories, times, trainer = [], [], None
+    for seed in seeds:
+        history, elapsed, trainer = _run(dataclasses.replace(cfg, seed=seed), out / f"seed{seed}", log)
+        histories.append(history)
+        times.append(elapsed)
+    return histories, times, trainer
+
+
+def run_demo(out: str | Path = "runs/demo", epochs: int = 15, seeds: tuple = (0, 1, 2, 3, 4), log: Callable[[str], None] = print) -> list[dict]:
+    """Trains the same network with each loss of DEMO_LOSSES, once per seed; writes results.json,
+    results.md, curves.png (training curves, first seed) and pr_curves.png (held-out
+    precision-recall, first seed)."""
+    from .data import split_digits
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    log(f"apl demo: digits 0-4 for training, unseen digits 5-9 for retrieval; {epochs} epochs per loss")
-    rows, histories, pr = [], {}, {}
+    log(f"apl demo: digits 0-4 for training, unseen digits 5-9 for retrieval; {epochs} epochs per run, seeds {list(seeds)}")
+    rows, curves, pr = [], {}, {}
     for loss in DEMO_LOSSES:
-        cfg = dataclasses.replace(base_config(epochs, seed), loss=loss)
-        history, elapsed, trainer = _run(cfg, out / loss, log)
-        last = history[-1]
-        rows.append({"loss": loss, "map": last["eval_map"], "p@1": last["eval_p@1"], "p@10": last["eval_p@10"], "time_s": elapsed})
-        histories[loss] = history
-        from .data import split_digits
+        cfg = dataclasses.replace(base_config(epochs, seeds[0]), loss=loss)
+        histories, times, _ = _runs(cfg, out / loss, seeds, log)
+        rows.append(_summary("loss", loss, [h[-1] for h in histories], times))
+        curves[loss] = histories[0]
+        from .trainer import load_model
 
-        d, y = extract(trainer.model, split_digits(cfg.train_classes)[1])
+        model, _ = load_model(out / loss / f"seed{seeds[0]}" / "checkpoint.pt")
+        d, y = extract(model, split_digits(cfg.train_classes)[1])
         pr[loss] = precision_recall_curve(d, y)
-    _save(out, rows, "loss", histories, title="digits: held-out retrieval (unseen classes 5-9)")
+    _save(out, rows, "loss", curves, title="digits: held-out retrieval (unseen classes 5-9)")
     _plot_pr(pr, out / "pr_curves.png")
     return rows
 
 
-def run_study(name: str, out: str | Path = "runs/study", epochs: int = 15, seed: int = 0, log: Callable[[str], None] = print) -> list[dict]:
+def run_study(name: str, out: str | Path = "runs/study", epochs: int = 15, seeds: tuple = (0, 1, 2, 3, 4), log: Callable[[str], None] = print) -> list[dict]:
     """One of the paper's parameter studies (see STUDIES) at the scale of the digits."""
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")
     what, settings = STUDIES[name]
     out = Path(out) / name
     out.mkdir(parents=True, exist_ok=True)
-    log(f"apl demo --study {name}: {what}; AP loss, {epochs} epochs per setting")
-    rows, histories = [], {}
+    log(f"apl demo --study {name}: {what}; AP loss, {epochs} epochs per run, seeds {list(seeds)}")
+    rows, curves = [], {}
     for label, changes in settings:
-        cfg = dataclasses.replace(base_config(epochs, seed), **changes)
+        cfg = dataclasses.replace(base_config(epochs, seeds[0]), **changes)
         safe = "".join(ch if ch.isalnum() or ch in "=-_" else "_" for ch in label)
-        history, elapsed, _ = _run(cfg, out / safe, log)
-        last = history[-1]
-        rows.append({"setting": label, "map": last["eval_map"], "p@1": last["eval_p@1"], "p@10": last["eval_p@10"], "time_s": elapsed})
-        histories[label] = history
-    _save(out, rows, "setting", histories, title=f"study: {what}")
+        histories, times, _ = _runs(cfg, out / safe, seeds, log)
+        rows.append(_summary("setting", label, [h[-1] for h in histories], times))
+        curves[label] = histories[0]
+    _save(out, rows, "setting", curves, title=f"study: {what}")
     _plot_study(rows, what, out / f"study_{name}.png")
     return rows
 
@@ -123,7 +148,7 @@ def _plot_study(rows: list[dict], what: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     labels = [r["setting"] for r in rows]
-    ax.bar(labels, [r["map"] for r in rows], color="tab:blue")
+    ax.bar(labels, [r["map"] for r in rows], yerr=[r["map_std"] or 0 for r in rows], capsize=4, color="tab:blue")
     for i, r in enumerate(rows):
         ax.text(i, r["map"], f"{r['map']:.3f}", ha="center", va="bottom")
     ax.set(ylabel="held-out mAP", title=what)

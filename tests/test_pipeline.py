@@ -145,16 +145,18 @@ def test_cli_unknown_loss_or_backbone_is_rejected():
 
 
 def test_cli_demo_runs_on_the_bundled_digits(tmp_path, capsys):
-    assert main(["demo", "--epochs", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--epochs", "1", "--seeds", "0", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())
     assert [r["loss"] for r in rows] == ["ap", "triplet", "contrastive"]
-    assert all(0 < r["map"] <= 1 for r in rows)
+    assert all(0 < r["map"] <= 1 and r["seeds"] == 2 and len(r["runs"]) == 2 for r in rows)
+    for r in rows:  # the mean is the mean of the per-seed results
+        assert r["map"] == pytest.approx(sum(x["eval_map"] for x in r["runs"]) / 2)
     assert (tmp_path / "pr_curves.png").is_file() and (tmp_path / "curves.png").is_file()
     assert "| ap |" in capsys.readouterr().out
 
 
 def test_cli_study_writes_its_plot(tmp_path):
-    assert main(["demo", "--study", "whitening", "--epochs", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--study", "whitening", "--epochs", "1", "--seeds", "0", "--threads", "1", "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "whitening" / "results.json").read_text())
     assert [r["setting"] for r in rows] == ["off", "on"]
     assert (tmp_path / "whitening" / "study_whitening.png").is_file()
