@@ -146,8 +146,13 @@ def cmd_bench(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"apl bench runs {script}, which is only in a source checkout of apl")
     import runpy
 
-    sys.argv = [str(script)] + a.rest
-    runpy.run_path(str(script), run_name="__main__")
+    argv, sys.argv = sys.argv, [str(script)] + a.rest
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as done:  # the script ends with sys.exit(main())
+        return int(done.code or 0)
+    finally:
+        sys.argv = argv
     return 0
 
 
@@ -189,14 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--split", choices=["train", "eval"], default="eval")
     x.set_defaults(func=cmd_extract)
 
-    b = sub.add_parser("bench", help="the loss benchmark (benchmarks/bench_loss.py; arguments pass through)")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    # Arguments after `apl bench` (--help included) go to benchmarks/bench_loss.py unchanged.
+    b = sub.add_parser("bench", help="the loss benchmark (benchmarks/bench_loss.py; arguments pass through)", add_help=False)
     b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a, rest = parser.parse_known_args(argv)
+    if rest and a.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    a.rest = rest
     try:
         return a.func(a)
     except (ValueError, FileNotFoundError, TypeError) as exc:

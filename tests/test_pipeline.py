@@ -160,3 +160,34 @@ def test_cli_study_writes_its_plot(tmp_path):
     rows = json.loads((tmp_path / "whitening" / "results.json").read_text())
     assert [r["setting"] for r in rows] == ["off", "on"]
     assert (tmp_path / "whitening" / "study_whitening.png").is_file()
+
+
+def test_cli_eval_on_a_revisited_style_dataset(tmp_path, capsys):
+    """`apl eval --revisited` on a tiny dataset in the Revisited Oxford layout (gnd pickle + jpg/)."""
+    import pickle
+
+    write_pngs(tmp_path / "train")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "train"), "--eval-dataset", str(tmp_path / "train"), "--image-size", "12",
+                 "--batch-size", "9", "--epochs", "1", "--dim", "4", "--threads", "1", "--out", str(out)]) == 0
+    root = tmp_path / "roxford5k"
+    (root / "jpg").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    names = [f"img{i}" for i in range(6)] + ["q0", "q1"]
+    for n in names:
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3)).astype(np.uint8)).save(root / "jpg" / f"{n}.jpg")
+    gnd = [{"easy": [0, 1], "hard": [2], "junk": [3], "bbx": [2.0, 3.0, 18.5, 17.0]},
+           {"easy": [4], "hard": [], "junk": [], "bbx": [0.0, 0.0, 24.0, 20.0]}]
+    with open(root / "gnd_roxford5k.pkl", "wb") as f:
+        pickle.dump({"imlist": names[:6], "qimlist": ["q0", "q1"], "gnd": gnd}, f)
+    assert main(["eval", str(out / "checkpoint.pt"), "--revisited", str(root), "--image-size", "16", "--json", str(tmp_path / "r.json")]) == 0
+    metrics = json.loads((tmp_path / "r.json").read_text())
+    assert set(metrics) == {"easy", "medium", "hard"}
+    assert all(0 <= metrics[p]["map"] <= 1 for p in metrics)
+    assert "| medium |" in capsys.readouterr().out
+
+
+def test_cli_bench_runs_the_loss_benchmark(tmp_path, capsys):
+    assert main(["bench", "--quick", "--methods", "gemm", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_loss_cpu_quick.json").read_text())["rows"]
+    assert {r["B"] for r in rows} == {256, 512} and all(r["time_s"] > 0 for r in rows)
