@@ -10,6 +10,7 @@
 
 #include "../ap_math.h"
 #include "../ap_ops.h"
+#include "../device_ops.h"
 
 namespace apl {
 namespace {
@@ -368,45 +369,8 @@ const RowKernels kCpuKernels{forward_labels,      forward_mask,       backward_l
                              backward_mask,       backward_self_symmetric, always_sync,
                              forward_labels_unit, symmetrize_unit};
 
-ForwardOut ap_self(const at::Tensor& e, const at::Tensor& l, int64_t M, double lo, double hi,
-                   int64_t v, int64_t c) {
-  return ap_self_impl(kCpuKernels, e, l, M, lo, hi, v, c);
-}
-at::Tensor ap_self_backward(const at::Tensor& g, const at::Tensor& e, const at::Tensor& l,
-                            const at::Tensor& coef, const at::Tensor& s, int64_t M, double lo,
-                            double hi, int64_t c) {
-  return ap_self_backward_impl(kCpuKernels, g, e, l, coef, s, M, lo, hi, c);
-}
-ForwardOut ap_ref(const at::Tensor& q, const at::Tensor& ql, const at::Tensor& x,
-                  const at::Tensor& xl, int64_t M, double lo, double hi, int64_t v, int64_t c) {
-  return ap_ref_impl(kCpuKernels, q, ql, x, xl, M, lo, hi, v, c);
-}
-std::tuple<at::Tensor, at::Tensor> ap_ref_backward(const at::Tensor& g, const at::Tensor& q,
-                                                   const at::Tensor& ql, const at::Tensor& x,
-                                                   const at::Tensor& xl, const at::Tensor& coef,
-                                                   const at::Tensor& s, int64_t M, double lo,
-                                                   double hi, int64_t c) {
-  return ap_ref_backward_impl(kCpuKernels, g, q, ql, x, xl, coef, s, M, lo, hi, c);
-}
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores(const at::Tensor& s, const at::Tensor& r,
-                                                         int64_t M, double lo, double hi,
-                                                         int64_t v) {
-  return ap_scores_impl(kCpuKernels, s, r, M, lo, hi, v);
-}
-at::Tensor ap_scores_backward(const at::Tensor& g, const at::Tensor& s, const at::Tensor& r,
-                              const at::Tensor& coef, int64_t M, double lo, double hi) {
-  return ap_scores_backward_impl(kCpuKernels, g, s, r, coef, M, lo, hi);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(apl, CPU, m) {
-  m.impl("ap_self", &ap_self);
-  m.impl("ap_self_backward", &ap_self_backward);
-  m.impl("ap_ref", &ap_ref);
-  m.impl("ap_ref_backward", &ap_ref_backward);
-  m.impl("ap_scores", &ap_scores);
-  m.impl("ap_scores_backward", &ap_scores_backward);
-}
+TORCH_LIBRARY_IMPL(apl, CPU, m) { DeviceOps<kCpuKernels>::register_all(m); }
 
 }  // namespace apl

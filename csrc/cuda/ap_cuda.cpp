@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "../ap_ops.h"
+#include "../device_ops.h"
 #include "ap_kernels.cuh"
 
 namespace apl {
@@ -181,53 +182,11 @@ bool can_sync() {
 const RowKernels kCudaKernels{forward_labels, forward_mask,           backward_labels,
                               backward_mask,  backward_self_symmetric, can_sync};
 
-// Every entry point runs on the device of its first tensor argument (the current stream of that
-// device, and allocations there).
-ForwardOut ap_self(const at::Tensor& e, const at::Tensor& l, int64_t M, double lo, double hi,
-                   int64_t v, int64_t c) {
-  const c10::cuda::CUDAGuard guard(e.device());
-  return ap_self_impl(kCudaKernels, e, l, M, lo, hi, v, c);
-}
-at::Tensor ap_self_backward(const at::Tensor& g, const at::Tensor& e, const at::Tensor& l,
-                            const at::Tensor& coef, const at::Tensor& s, int64_t M, double lo,
-                            double hi, int64_t c) {
-  const c10::cuda::CUDAGuard guard(e.device());
-  return ap_self_backward_impl(kCudaKernels, g, e, l, coef, s, M, lo, hi, c);
-}
-ForwardOut ap_ref(const at::Tensor& q, const at::Tensor& ql, const at::Tensor& x,
-                  const at::Tensor& xl, int64_t M, double lo, double hi, int64_t v, int64_t c) {
-  const c10::cuda::CUDAGuard guard(q.device());
-  return ap_ref_impl(kCudaKernels, q, ql, x, xl, M, lo, hi, v, c);
-}
-std::tuple<at::Tensor, at::Tensor> ap_ref_backward(const at::Tensor& g, const at::Tensor& q,
-                                                   const at::Tensor& ql, const at::Tensor& x,
-                                                   const at::Tensor& xl, const at::Tensor& coef,
-                                                   const at::Tensor& s, int64_t M, double lo,
-                                                   double hi, int64_t c) {
-  const c10::cuda::CUDAGuard guard(q.device());
-  return ap_ref_backward_impl(kCudaKernels, g, q, ql, x, xl, coef, s, M, lo, hi, c);
-}
-std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores(const at::Tensor& s, const at::Tensor& r,
-                                                         int64_t M, double lo, double hi,
-                                                         int64_t v) {
-  const c10::cuda::CUDAGuard guard(s.device());
-  return ap_scores_impl(kCudaKernels, s, r, M, lo, hi, v);
-}
-at::Tensor ap_scores_backward(const at::Tensor& g, const at::Tensor& s, const at::Tensor& r,
-                              const at::Tensor& coef, int64_t M, double lo, double hi) {
-  const c10::cuda::CUDAGuard guard(s.device());
-  return ap_scores_backward_impl(kCudaKernels, g, s, r, coef, M, lo, hi);
-}
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(apl, CUDA, m) {
-  m.impl("ap_self", &ap_self);
-  m.impl("ap_self_backward", &ap_self_backward);
-  m.impl("ap_ref", &ap_ref);
-  m.impl("ap_ref_backward", &ap_ref_backward);
-  m.impl("ap_scores", &ap_scores);
-  m.impl("ap_scores_backward", &ap_scores_backward);
-}
+// Every op takes a device guard on its inputs' device, so that kernels, the current stream and
+// allocations are those of that device.
+TORCH_LIBRARY_IMPL(apl, CUDA, m) { DeviceOps<kCudaKernels, c10::cuda::CUDAGuard>::register_all(m); }
 
 }  // namespace apl
