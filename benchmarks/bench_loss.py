@@ -29,6 +29,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # also when run through runpy (`apl bench`)
+    sys.path.insert(0, str(HERE))
+
+from steps import make_step  # noqa: E402
 METHODS = ("gemm", "cpu", "cpu_stream", "torch", "naive")
 
 
@@ -48,41 +52,6 @@ def _reset_peak() -> bool:
         return False
 
 
-def _make_step(method: str, x, y, chunk: int):
-    import torch
-
-    import apl
-
-    if method == "gemm":
-        xd = x.detach()
-
-        def step():
-            S = xd @ xd.t()
-            return S @ xd
-
-        return step
-    if method == "naive":
-        sys.path.insert(0, str(HERE))
-        from naive_ap import naive_ap_loss
-
-        def step():
-            loss = naive_ap_loss(x, y, num_bins=20)
-            loss.backward()
-            x.grad = None
-
-        return step
-    backend = {"cpu": "cpu", "cpu_stream": "cpu", "torch": "torch"}[method]
-    chunk_size = chunk if method == "cpu_stream" else None
-    loss_fn = apl.APLoss(num_bins=20, backend=backend, chunk_size=chunk_size)
-
-    def step():
-        loss = loss_fn(x, y)
-        loss.backward()
-        x.grad = None
-
-    return step
-
-
 def worker(method: str, B: int, D: int, repeats: int, chunk: int) -> dict:
     import gc
 
@@ -91,7 +60,7 @@ def worker(method: str, B: int, D: int, repeats: int, chunk: int) -> dict:
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(B, D), dim=1).requires_grad_()
     y = torch.randint(0, max(1, B // 8), (B,))
-    step = _make_step(method, x, y, chunk)
+    step = make_step(method, x, y, chunk)
     t0 = time.perf_counter()
     step()  # warm-up: thread pools, MKL buffers
     warm = time.perf_counter() - t0
@@ -208,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]), a.repeats, a.chunk)))
         return 0
     if a.device == "cuda":
-        sys.path.insert(0, str(HERE))
         import bench_loss_cuda
 
         return bench_loss_cuda.main(["--out", a.out])

@@ -40,6 +40,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # also when run through runpy (`apl bench`)
+    sys.path.insert(0, str(HERE))
+
+from steps import make_step  # noqa: E402
 METHODS = ("gemm", "cuda", "cuda_stream", "torch", "naive")
 
 
@@ -72,41 +76,6 @@ def _inputs(B: int, D: int, seed: int = 0):
     return x, y
 
 
-def _make_step(method: str, x, y, chunk: int):
-    import torch
-
-    import apl
-
-    if method == "gemm":
-        xd = x.detach()
-
-        def step():
-            S = xd @ xd.t()
-            return S @ xd  # stands for H @ D: same shapes, same cost
-
-        return step
-    if method == "naive":
-        if str(HERE) not in sys.path:
-            sys.path.insert(0, str(HERE))
-        from naive_ap import naive_ap_loss
-
-        def step():
-            loss = naive_ap_loss(x, y, num_bins=20)
-            loss.backward()
-            x.grad = None
-
-        return step
-    backend = "torch" if method == "torch" else "cuda"
-    loss_fn = apl.APLoss(num_bins=20, backend=backend, chunk_size=chunk if method == "cuda_stream" else None)
-
-    def step():
-        loss = loss_fn(x, y)
-        loss.backward()
-        x.grad = None
-
-    return step
-
-
 def measure(method: str, B: int, D: int, warmup: int, repeats: int, chunk: int, slow_s: float = 8.0) -> dict:
     """One (method, B, D) row: median time of `repeats` steps after `warmup`, peak memory."""
     import torch
@@ -118,7 +87,7 @@ def measure(method: str, B: int, D: int, warmup: int, repeats: int, chunk: int, 
         x, y = _inputs(B, D)
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
-        step = _make_step(method, x, y, chunk)
+        step = make_step(method, x, y, chunk)
         torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         step()
