@@ -7,7 +7,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from .trainer import TrainConfig, Trainer, extract, plot_curves, precision_recall_curve
 

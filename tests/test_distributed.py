@@ -1,7 +1,6 @@
 """Global-batch training across two gloo processes on CPU, against one process on the whole batch."""
 from __future__ import annotations
 
-import copy
 import os
 import socket
 import time
