@@ -159,7 +159,7 @@ void forward_rows(const at::Tensor& S, int64_t self_offset, const BinParams& prm
       } else {
         sum = accumulate(row, 0, N, rel, b, M, hist.data(), count, idx);
       }
-      if (!std::isfinite(sum)) *bad = 1;  // benign race: every writer stores 1
+      if (!std::isfinite(sum)) __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
       reduce_lanes(hist.data(), M);
       double* cp = coef_p + r * 2 * M;
       ap_p[r] = static_cast<T>(ap_and_coefficients(hist.data(), hist.data() + M,
