@@ -172,3 +172,23 @@ def test_scores_strategy_matches_the_reference():
     env = dict(__import__("os").environ, APL_SCORES_STRATEGY="1")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_cpu_kernel_is_deterministic_across_runs_and_thread_counts(chunk):
+    """Rows are independent and each row's histogram lanes are summed in a fixed order, so the
+    results do not depend on the run or on how rows are split between threads."""
+    x, y = unit_rows(300, 16, torch.float32, seed=12), random_labels(300, 20, seed=12)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, threads, max(2, threads), 1):
+            torch.set_num_threads(n)
+            xr = x.clone().requires_grad_()
+            loss = apl.ap_loss(xr, y, backend="cpu", chunk_size=chunk, variant="tie_aware")
+            loss.backward()
+            results.append((loss.detach(), xr.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1])
