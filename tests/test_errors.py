@@ -125,3 +125,25 @@ def test_direct_op_calls_are_checked():
         torch.ops.apl.ap_self(X, Y.int(), 5, -1.0, 1.0, 0, 0)
     with pytest.raises(TypeError, match=r"relevance must be bool"):
         torch.ops.apl.ap_scores(X, torch.ones_like(X), 5, -1.0, 1.0, 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(labels=Y.to("meta")), r"labels is on meta but embeddings is on cpu"),
+        (dict(ref_embeddings=X.to("meta"), ref_labels=Y), r"ref_embeddings is on meta but embeddings is on cpu"),
+        (dict(ref_embeddings=X, ref_labels=Y.to("meta")), r"ref_labels is on meta but embeddings is on cpu"),
+        (dict(query_weights=torch.ones(6, device="meta")), r"query_weights is on meta but embeddings is on cpu"),
+    ],
+)
+def test_device_mismatch_names_the_tensor(kwargs, match):
+    """Tensors on different devices (the meta device stands in for a second device)."""
+    args = dict(embeddings=X, labels=Y)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        apl.ap_loss(**args)
+
+
+def test_relevance_on_another_device():
+    with pytest.raises(ValueError, match=r"relevance is on meta but scores is on cpu"):
+        apl.quantized_ap(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool, device="meta"))
