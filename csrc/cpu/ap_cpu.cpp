@@ -1,5 +1,6 @@
-// CPU row kernels: one fused pass per query row that bins its scores into the two histograms and
-// turns them into AP and per-bin coefficients; one fused pass that writes dL/dS. Parallel over
+// CPU row kernels: one fused pass per query row that bins its scores into the two histograms,
+// turns them into AP and per-bin coefficients and (unit-gradient strategy) overwrites the row with
+// dAP/dS while it is in cache; the backward passes that write dL/dS or H = G + G^T. Parallel over
 // rows with ATen's parallel_for; nothing of size B x N x M, and no B x N label matrix.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -34,13 +35,6 @@ constexpr int kLanes = 4;
 // then scattered into the histograms.
 constexpr int64_t kBlock = 256;
 
-// Accumulate one row's histograms over items [j0, j1) into the lanes: lane l holds p at
-// hist + 2*M*l and n right after it. Returns the sum of the scores, used only to detect NaN/Inf
-// without a branch per element.
-//
-// With `idx` (unit-gradient strategy), also records for every item the entry of the row's
-// derivative table it will read in the second pass: m for a negative, M - 1 + m for a positive,
-// 2 * (M - 1) (a zero) where the score has no gradient.
 // Bin positions of scores s[0..n) (vectorised).
 template <typename T>
 void locate_block(const T* __restrict s, int64_t n, const Bins<T>& bins, int32_t* __restrict bin,
@@ -57,6 +51,13 @@ void locate_block(const T* __restrict s, int64_t n, const Bins<T>& bins, int32_t
   }
 }
 
+// Accumulate one row's histograms over items [j0, j1) into the lanes: lane l holds p at
+// hist + 2*M*l and n right after it. Returns the sum of the scores, used only to detect NaN/Inf
+// without a branch per element.
+//
+// With `idx` (unit-gradient strategy), also records for every item the entry of the row's
+// derivative table it will read in the second pass: m for a negative, M - 1 + m for a positive,
+// 2 * (M - 1) (a zero) where the score has no gradient.
 template <typename T, typename Rel>
 double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
                   int64_t M, double* hist, int64_t& npos, int32_t* idx) {
@@ -259,6 +260,7 @@ void backward_mask(const at::Tensor& S, const at::Tensor& relevance, const at::T
   });
 }
 
+// Scores strategy (APL_SCORES_STRATEGY=1; what CUDA does today):
 // H = G + G^T for the square self-retrieval score matrix, tile by tile. For tile (I, J), I <= J,
 // A[i][j] = g(i, j) comes from rows i of S and Bt[j][i] = g(j, i) from rows j, both read
 // contiguously into two cache-resident buffers; H_IJ and its mirror H_JI are then written row by
