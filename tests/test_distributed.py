@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from apl.distributed import GlobalBatchLoss, all_gather_embeddings
+from conftest import listwise_loss
 from apl.train import multistage_step
 
 WORLD = 2
@@ -25,17 +25,6 @@ TIMEOUT_S = 90.0
 PLAIN_SIZES = (5, 3)
 MS_SIZES = (5, 4)
 MS_CHUNK = 3
-
-
-def listwise_loss(d: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Pure-torch loss coupling every pair of the batch, so a per-rank loss would differ."""
-    d = F.normalize(d, dim=1)
-    s = d @ d.t() / 0.3
-    eye = torch.eye(len(d), dtype=torch.bool, device=d.device)
-    pos = (labels[:, None] == labels[None, :]) & ~eye
-    s = s.masked_fill(eye, float("-inf"))
-    has_pos = pos.any(1)
-    return (torch.logsumexp(s, 1) - torch.logsumexp(s.masked_fill(~pos, float("-inf")), 1))[has_pos].mean()
 
 
 def make_model() -> nn.Module:

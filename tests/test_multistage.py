@@ -10,20 +10,8 @@ from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import listwise_loss
 from apl.train import MultistageStep, multistage_step
-
-
-def listwise_loss(d: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """A pure-torch loss that couples every pair of the batch (as the AP loss does)."""
-    d = F.normalize(d, dim=1)
-    s = d @ d.t() / 0.3
-    eye = torch.eye(len(d), dtype=torch.bool, device=d.device)
-    pos = (labels[:, None] == labels[None, :]) & ~eye
-    s = s.masked_fill(eye, float("-inf"))
-    has_pos = pos.any(1)
-    all_lse = torch.logsumexp(s, dim=1)
-    pos_lse = torch.logsumexp(s.masked_fill(~pos, float("-inf")), dim=1)
-    return (all_lse - pos_lse)[has_pos].mean()
 
 
 def mlp(dropout: float = 0.0, bn: bool = False, dtype=torch.float64) -> nn.Module:
