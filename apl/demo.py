@@ -32,7 +32,7 @@ def base_config(epochs: int, seed: int = 0) -> TrainConfig:
 
 def _run(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> tuple[list[dict], float, Trainer]:
     t0 = time.perf_counter()
-    trainer = Trainer(cfg, out, log=lambda m: None, progress=False)
+    trainer = Trainer(cfg, out, log=lambda m: None, progress=False, overwrite=True)  # the demo owns its folders
     history = trainer.run()
     elapsed = time.perf_counter() - t0
     last = history[-1]
@@ -87,11 +87,11 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = 15, seeds: tuple = (0,
         curves[loss] = histories[0]
         from .trainer import load_model
 
-        model, _ = load_model(out / loss / f"seed{seeds[0]}" / "checkpoint.pt")
+        model, _ = load_model(out / loss / f"seed{seeds[0]}" / "last.pt")
         d, y = extract(model, split_digits(cfg.train_classes)[1])
         pr[loss] = precision_recall_curve(d, y)
-    _save(out, rows, "loss", curves, title="digits: held-out retrieval (unseen classes 5-9)")
-    _plot_pr(pr, out / "pr_curves.png")
+    _save(out, rows, "loss", curves, title=f"digits: held-out retrieval (unseen classes 5-9); curves of seed {seeds[0]} only")
+    _plot_pr(pr, out / "pr_curves.png", seeds[0])
     return rows
 
 
@@ -110,7 +110,7 @@ def run_study(name: str, out: str | Path = "runs/study", epochs: int = 15, seeds
         histories, times, _ = _runs(cfg, out / safe, seeds, log)
         rows.append(_summary("setting", label, [h[-1] for h in histories], times))
         curves[label] = histories[0]
-    _save(out, rows, "setting", curves, title=f"study: {what}")
+    _save(out, rows, "setting", curves, title=f"study: {what}; curves of seed {seeds[0]} only")
     _plot_study(rows, what, out / f"study_{name}.png")
     return rows
 
@@ -123,7 +123,7 @@ def _save(out: Path, rows: list[dict], key: str, histories: dict, title: str) ->
     print("\n" + table + f"\n\nwrote {out / 'results.json'}, {out / 'results.md'} and the plots in {out}")
 
 
-def _plot_pr(pr: dict, path: Path) -> None:
+def _plot_pr(pr: dict, path: Path, seed: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +132,7 @@ def _plot_pr(pr: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, (r, p) in pr.items():
         ax.plot(r, p, label=name)
-    ax.set(xlabel="recall", ylabel="interpolated precision", title="held-out precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set(xlabel="recall", ylabel="interpolated precision", title=f"held-out precision-recall (seed {seed} only)", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -170,9 +170,21 @@ class ImageList(torch.utils.data.Dataset):
             x = self.transform(x)
         return x, self.targets[index]
 
-    def check_files(self) -> None:
-        """Raise FileNotFoundError for the first listed image that does not exist."""
+    def missing_files(self) -> list[str]:
+        """Every listed image that does not exist, as "path (list file, line n)" strings."""
+        out = []
         for i in range(len(self)):
             if not self.path(i).is_file():
                 where = f" ({self.sources[i]})" if self.sources is not None else ""
-                raise FileNotFoundError(f"image file not found: {self.path(i)}{where}")
+                out.append(f"{self.path(i)}{where}")
+        return out
+
+    def check_files(self, show: int = 20) -> None:
+        """Raise FileNotFoundError listing every listed image that does not exist (the first
+        `show` of them by name, and how many in all)."""
+        missing = self.missing_files()
+        if missing:
+            more = f"\n  ... and {len(missing) - show} more" if len(missing) > show else ""
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(self)} listed image files not found:\n  " + "\n  ".join(missing[:show]) + more
+            )

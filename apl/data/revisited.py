@@ -113,6 +113,30 @@ def crop_query(image: Union[Image.Image, torch.Tensor], box: Sequence[float]):
     return image[..., top:bottom, left:right]
 
 
+class RevisitedImages(torch.utils.data.Dataset):
+    """The query crops (`queries=True`) or the database images of a Revisited dataset, as
+    (transform(image (3, H, W)), index) items, for batched extraction with loader workers."""
+
+    def __init__(self, dataset: RevisitedDataset, queries: bool, transform=None) -> None:
+        self.dataset, self.queries, self.transform = dataset, queries, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset.qimlist if self.queries else self.dataset.imlist)
+
+    def path(self, i: int) -> Path:
+        return self.dataset.query_path(i) if self.queries else self.dataset.image_path(i)
+
+    def __getitem__(self, i: int):
+        from .image_list import read_image
+        from .transforms import to_tensor
+
+        img = read_image(self.path(i))
+        if self.queries:
+            img = crop_query(img, self.dataset.query_box(i))
+        x = to_tensor(img)
+        return (self.transform(x) if self.transform is not None else x), i
+
+
 def download_revisited(root: PathLike, name: str, images: bool = True) -> Path:
     """Download the ground truth (and, with `images`, the photos) of `name` into `root/<name>/`.
 

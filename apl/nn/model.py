@@ -41,6 +41,7 @@ class RetrievalNet(nn.Module):
         self.norm = L2Norm()
         self.whiten = Whitening(channels, dim) if dim is not None else None
         self.out_dim = channels if dim is None else dim
+        self.in_channels = getattr(backbone, "in_channels", in_channels)
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised GeM descriptors before the whitening, (B, out_channels)."""

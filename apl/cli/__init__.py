@@ -1,0 +1,45 @@
+"""The `apl` command (also `python -m apl`): one module per group of subcommands.
+
+- `train_cmd`: `apl train` (one process or several under torchrun);
+- `eval_cmd`: `apl eval`, `apl extract`;
+- `tools_cmd`: `apl demo`, `apl check-images`, `apl bench`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from . import eval_cmd, tools_cmd, train_cmd
+from .common import USER_ERRORS, HelpFormatter
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="apl", formatter_class=HelpFormatter,
+                                description="Train and evaluate image retrieval with the listwise AP loss.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tools_cmd.add_demo(sub)
+    train_cmd.add(sub)
+    eval_cmd.add(sub)
+    tools_cmd.add_check_images(sub)
+    tools_cmd.add_bench(sub)
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    a, rest = parser.parse_known_args(argv)
+    if rest and a.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    a.rest = rest
+    a.argv = argv
+    try:
+        return a.func(a)
+    except USER_ERRORS as exc:
+        # Bad input and faults the user can act on: one line (or a short list), no traceback.
+        print(f"apl {a.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"apl {a.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,45 @@
+"""What the subcommands share: the help formatter, the errors shown as one line, and the
+detection of options given explicitly on the command line."""
+from __future__ import annotations
+
+import argparse
+
+from ..train.checkpoint import NotAnAplCheckpointError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, keeps description paragraphs as written."""
+
+
+# Raised for bad input or faults a user can fix (missing files, corrupt images, unknown names,
+# missing optional packages); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ImportError, NotAnAplCheckpointError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
+
+_UNSET = object()
+
+
+def explicit_options(parser: argparse.ArgumentParser, args: list[str]) -> set[str]:
+    """The destinations of the options that `args` (the subcommand's own arguments) sets."""
+    ns = argparse.Namespace(**{act.dest: _UNSET for act in parser._actions if act.dest != argparse.SUPPRESS})
+    parser.parse_known_args(args, ns)
+    return {k for k, v in vars(ns).items() if v is not _UNSET}
+
+
+def after_command(argv: list[str], command: str) -> list[str]:
+    return argv[argv.index(command) + 1:] if command in argv else []
+
+
+def add_data_options(p: argparse.ArgumentParser, train_default=None) -> None:
+    """--dataset/--eval-dataset/--root/--eval-root, shared by train, eval and extract."""
+    p.add_argument("--dataset", default=train_default,
+                   help="training images: 'digits' (bundled), an image-list file ('relative/path label' lines) or a folder of class folders")
+    p.add_argument("--eval-dataset", default=None, help="held-out images (list file or folder); required with image data")
+    p.add_argument("--root", default=None, help="folder the --dataset list's paths are relative to (default: the list file's folder)")
+    p.add_argument("--eval-root", default=None, help="folder the --eval-dataset list's paths are relative to (default: that list file's folder)")
+
+
+def add_loader_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loader worker processes (default: 0 for the digits, else CPU cores - 1, at most 8); results do not depend on it")
+    p.add_argument("--prefetch", type=int, default=2, help="batches each worker reads ahead")

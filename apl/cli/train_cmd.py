@@ -1,0 +1,96 @@
+"""`apl train`: one process, or several with `torchrun --nproc_per_node=N -m apl train ...`."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ..losses import LOSSES
+from ..nn import BACKBONES
+from ..train.config import AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, TrainConfig
+from .common import HelpFormatter, add_data_options, add_loader_options, after_command, explicit_options
+
+DESCRIPTION = """\
+Trains a retrieval network with the AP loss (or a baseline) and evaluates it on held-out classes
+after every epoch. Writes --out/config.json, metrics.jsonl, last.pt, best.pt and curves.png.
+
+Several processes: torchrun --nproc_per_node=N -m apl train ... (nccl on CUDA, gloo on CPU);
+--batch-size is the global batch, split evenly over the processes, and every image is ranked
+against the images of all processes.
+
+Roots: paths in the --dataset list are relative to --root, those in the --eval-dataset list to
+--eval-root; each defaults to the folder of its own list file.
+"""
+
+_PARSER: dict = {}
+
+
+def add(sub) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a retrieval network", description=DESCRIPTION, formatter_class=HelpFormatter)
+    add_data_options(p, train_default=d.dataset)
+    p.add_argument("--image-size", type=int, default=d.image_size, help="training: longest side, then a square random crop of this size; evaluation: longest side")
+    p.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="network before GeM pooling (ResNets need torchvision)")
+    p.add_argument("--dim", type=int, default=d.dim, help="descriptor dimension (output of the whitening layer)")
+    p.add_argument("--init", default=None, help="start from a local state dict (whole model or backbone, e.g. ImageNet ResNet weights)")
+    p.add_argument("--loss", default=d.loss, choices=LOSSES, help="training loss")
+    p.add_argument("--bins", type=int, default=d.num_bins, dest="num_bins", help="histogram bins M of the AP loss")
+    p.add_argument("--class-balanced", action="store_true", help="AP loss: weigh queries by 1 / (images of their class in the batch)")
+    p.add_argument("--margin", type=float, default=None, help="margin of the triplet / contrastive loss (default: the loss's own)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes together)")
+    p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
+                   help="spread: the batch spread over all classes (the paper); pk: batch-size / images-per-class classes x images-per-class images")
+    p.add_argument("--images-per-class", type=int, default=d.images_per_class, help="images of each class in a batch with --sampler pk")
+    p.add_argument("--chunk-size", type=int, default=None, help="multistage backprop: images per recomputed chunk (memory of one chunk, any batch size)")
+    p.add_argument("--amp", default=None, choices=AMP_DTYPES, help="mixed precision for the forward passes (the loss stays float32); fp16 uses a gradient scaler")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs in all; with --resume, a larger value extends the run")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: about one pass over the training images)")
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="adam is AdamW")
+    p.add_argument("--lr", type=float, default=d.lr, help="base learning rate")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
+    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES, help="learning-rate schedule over all steps of the run")
+    p.add_argument("--whitening", action="store_true", help="evaluate with a PCA-whitening learned on the training images' descriptors")
+    p.add_argument("--scales", default="1", help="scales of the held-out descriptors, e.g. 1,0.707,0.5 (L2-normalised mean over scales)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation, batches and augmentation")
+    p.add_argument("--device", default=d.device, help="auto (CUDA when available), cpu, cuda, cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's choice)")
+    add_loader_options(p)
+    p.add_argument("--out", default="runs/train", help="run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from last.pt (or start it if it has no checkpoint yet); only --epochs may change")
+    p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    p.set_defaults(func=run)
+    _PARSER["train"] = p
+
+
+def _config(a: argparse.Namespace, only=None) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in vars(a).items() if k in names and (only is None or k in only)}
+
+
+def run(a: argparse.Namespace) -> int:
+    from ..train import Trainer
+
+    if a.resume and a.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: --resume continues the run in --out, --overwrite replaces it")
+    out = Path(a.out)
+    saved = out / "config.json"
+    if a.resume and saved.is_file():
+        # The run's own settings, with the options given now on top (the trainer refuses any change but --epochs).
+        given = explicit_options(_PARSER["train"], after_command(a.argv, "train"))
+        try:
+            base = TrainConfig.from_dict(json.loads(saved.read_text()))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"--resume: {saved} is not a valid apl run configuration ({err})") from None
+        cfg = dataclasses.replace(base, **_config(a, given))
+    else:
+        cfg = TrainConfig(**_config(a))
+    trainer = Trainer(cfg, out, progress=not a.quiet, workers=a.workers, prefetch=a.prefetch, overwrite=a.overwrite)
+    history = trainer.run(resume=a.resume)
+    if history and trainer.is_main:
+        best = max(history, key=lambda r: r["eval_map"])
+        print(f"final held-out mAP {history[-1]['eval_map']:.4f} (best {best['eval_map']:.4f} at epoch {best['epoch']}); "
+              f"checkpoints {out / 'last.pt'} and {out / 'best.pt'}, metrics {out / 'metrics.jsonl'}, curves {out / 'curves.png'}")
+    return 0

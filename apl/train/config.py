@@ -1,0 +1,144 @@
+"""`TrainConfig`: everything that defines a training run's results, validated up front.
+
+Options that do not change what a run computes (data-loader workers, prefetching, progress display)
+are not part of it, so they may differ between a run and its resumption.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ..losses import LOSSES
+from ..nn import BACKBONES
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "step", "none")
+SAMPLERS = ("spread", "pk")
+AMP_DTYPES = ("bf16", "fp16")
+
+
+def parse_scales(value: Any) -> tuple[float, ...]:
+    """Scales for multi-scale descriptors from "1,0.707,0.5" or a sequence; each must be in (0, 4]."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            scales = tuple(float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"--scales must be comma-separated positive numbers such as 1,0.707,0.5, got {value!r}") from None
+    else:
+        scales = tuple(float(v) for v in value)
+    if not scales:
+        raise ValueError("--scales needs at least one scale, e.g. 1 or 1,0.707,0.5")
+    bad = [s for s in scales if not (math.isfinite(s) and 0 < s <= 4)]
+    if bad:
+        raise ValueError(f"--scales must be in (0, 4], got {', '.join(str(s) for s in bad)} in {value!r}")
+    if len(set(scales)) != len(scales):
+        raise ValueError(f"--scales lists a scale twice: {value!r}")
+    return scales
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved with every checkpoint.
+
+    `dataset` is "digits" (the bundled UCI digits: train on `train_classes`, evaluate on the
+    others), an image-list file (lines "relative/path label"), or a folder of class folders;
+    for the last two `eval_dataset` names the held-out set in the same form. Paths in a list file
+    are relative to `root` (training list) and `eval_root` (held-out list); each defaults to the
+    folder of its list file.
+    """
+
+    dataset: str = "digits"
+    eval_dataset: Optional[str] = None
+    root: Optional[str] = None
+    eval_root: Optional[str] = None
+    train_classes: tuple = (0, 1, 2, 3, 4)
+    imbalance: float = 0.0  # digits only: class k of the training set keeps (1 - imbalance)^k of its images
+    image_size: int = 64
+    backbone: str = "small_cnn"
+    dim: Optional[int] = 64
+    init: Optional[str] = None  # local state dict (backbone or whole model) to start from
+    loss: str = "ap"
+    num_bins: int = 20
+    class_balanced: bool = False
+    margin: Optional[float] = None
+    batch_size: int = 256
+    sampler: str = "spread"
+    images_per_class: int = 8
+    chunk_size: Optional[int] = None
+    amp: Optional[str] = None  # "bf16" or "fp16": forward passes under autocast; the loss stays float32
+    epochs: int = 20
+    steps_per_epoch: Optional[int] = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    whitening: bool = False
+    scales: tuple = (1.0,)
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    threads: Optional[int] = None
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> "TrainConfig":
+        """Checks every field; returns self. Errors name the option as on the command line."""
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
+        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+                                     ("sampler", self.sampler, SAMPLERS)):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
+        for name, low in (("batch_size", 2), ("num_bins", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        for name in ("chunk_size", "steps_per_epoch", "threads", "dim"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight-decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.imbalance < 1:
+            raise ValueError(f"imbalance must be in [0, 1), got {self.imbalance}")
+        self.scales = parse_scales(self.scales)
+        if self.sampler == "pk" and self.batch_size < self.images_per_class:
+            raise ValueError(
+                f"--sampler pk draws --batch-size // --images-per-class classes per batch: "
+                f"{self.batch_size} // {self.images_per_class} = 0; lower --images-per-class or raise --batch-size"
+            )
+        if self.dataset != "digits" and self.eval_dataset is None:
+            raise ValueError("--eval-dataset is required with an image list or folder (the held-out set)")
+        return self
+
+    def to_dict(self) -> dict:
+        """Plain data (lists, not tuples) as stored in config.json and checkpoints."""
+        d = dataclasses.asdict(self)
+        d["train_classes"] = list(d["train_classes"])
+        d["scales"] = list(d["scales"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """From `to_dict` output (older files without the newer fields get their defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration fields {unknown} (written by a newer apl?)")
+        d = dict(d)
+        for name in ("train_classes", "scales"):
+            if name in d:
+                d[name] = tuple(d[name])
+        return cls(**d)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Names of the fields whose values differ from `other`'s."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in a if a[k] != b[k]]

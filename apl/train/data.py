@@ -1,0 +1,166 @@
+"""The data side of a run: datasets from a config, batches whose augmentation is a pure function of
+(seed, epoch, step, slot), and the loaders that read them with worker processes.
+
+Why per-sample seeds: a transform that draws from one generator in the main process gives other
+crops as soon as images are read by workers (each has its own copy) or a run is resumed mid-way.
+Here each image of a batch gets its own seed, derived from where it sits in the global batch, and
+its transform runs under that seed; so the crops do not depend on the number of workers, on the
+number of processes the global batch is split over, or on interruptions.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, DigitsDataset, ImageList, split_digits
+from ..data import eval_transform, train_transform
+from .config import TrainConfig
+
+
+def default_workers(cfg: TrainConfig) -> int:
+    """Loader workers when none are asked for: 0 for the in-memory digits (nothing to decode),
+    else one per CPU core but one, at most 8."""
+    if cfg.dataset == "digits":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def check_workers(workers: Optional[int], prefetch: int) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ValueError(f"--workers must be an integer >= 0, got {workers!r}")
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+        raise ValueError(f"--prefetch must be an integer >= 1, got {prefetch!r}")
+
+
+def _open_images(spec: str, root: Optional[str], transform, option: str) -> ImageList:
+    path = Path(spec)
+    if path.is_dir():
+        return ImageList.from_folders(path, transform=transform, mode="RGB")
+    if path.is_file():
+        return ImageList.from_list_file(path, root=root, transform=transform, mode="RGB")
+    raise FileNotFoundError(f"{option}: not found: {spec} (expected 'digits', an image-list file or a folder of class folders)")
+
+
+def _imbalanced(dataset: DigitsDataset, imbalance: float, seed: int) -> DigitsDataset:
+    """The k-th class (in label order) keeps a (1 - imbalance)^k share of its images."""
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for k, c in enumerate(sorted(set(dataset.targets))):
+        idx = (dataset.labels == c).nonzero().flatten()
+        n = max(2, round(len(idx) * (1 - imbalance) ** k))
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    kept = torch.cat(keep).sort().values
+    return DigitsDataset(dataset.images[kept], dataset.labels[kept], dataset.transform)
+
+
+def build_datasets(cfg: TrainConfig, augment: bool = True):
+    """(train, held_out, in_channels). The training set uses the training transform (random crops,
+    flips, colour jitter) when `augment`, else the evaluation transform (whitening, extraction)."""
+    if cfg.dataset == "digits":
+        train, held_out = split_digits(cfg.train_classes)
+        if cfg.imbalance:
+            train = _imbalanced(train, cfg.imbalance, cfg.seed)
+        return train, held_out, 1
+    tf = train_transform(cfg.image_size, cfg.image_size) if augment else eval_transform(cfg.image_size)
+    train = _open_images(cfg.dataset, cfg.root, tf, "--dataset")
+    held_out = _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset")
+    return train, held_out, 3
+
+
+def check_data(train, held_out, show: int = 20) -> None:
+    """Every listed file of both sets exists; raises one FileNotFoundError naming all that do not."""
+    problems = []
+    for name, ds in (("training set", train), ("held-out set", held_out)):
+        if isinstance(ds, ImageList):
+            problems += [f"{name}: {m}" for m in ds.missing_files()]
+    if problems:
+        more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+        raise FileNotFoundError(
+            f"{len(problems)} listed image files not found (check --root / --eval-root):\n  "
+            + "\n  ".join(problems[:show]) + more
+        )
+
+
+def build_sampler(cfg: TrainConfig, labels: Sequence):
+    """The global-batch sampler: the same batches on every rank (same seed and epoch)."""
+    if cfg.sampler == "pk":
+        p = cfg.batch_size // cfg.images_per_class
+        classes = len(set(labels))
+        if p > classes:
+            raise ValueError(
+                f"--sampler pk: --batch-size {cfg.batch_size} / --images-per-class {cfg.images_per_class} asks for {p} "
+                f"classes per batch, but the training set has {classes}; raise --images-per-class or lower --batch-size"
+            )
+        if p * cfg.images_per_class != cfg.batch_size:
+            raise ValueError(
+                f"--sampler pk: --batch-size {cfg.batch_size} is not a multiple of --images-per-class {cfg.images_per_class}"
+            )
+        return ClassBalancedBatchSampler(labels, p, cfg.images_per_class, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
+    return ClassSpreadBatchSampler(labels, cfg.batch_size, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
+
+
+def sample_seed(seed: int, epoch: int, step: int, slot: int) -> int:
+    """The augmentation seed of the image at `slot` of the global batch `step` of `epoch`."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + step * 0x94D049BB133111EB + slot) % (2**64)
+    x ^= x >> 31  # splitmix-style mixing so that neighbouring (step, slot) give unrelated streams
+    x = (x * 0xD6E8FEB86659FD93) % (2**64)
+    return int(x ^ (x >> 32)) % (2**63)
+
+
+class SeededBatches(torch.utils.data.Sampler):
+    """This rank's share of each global batch of `sampler`, as (index, augmentation seed) pairs.
+
+    Rank r of W takes slots [r * B / W, (r + 1) * B / W) of every global batch of B images.
+    """
+
+    def __init__(self, sampler, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.sampler, self.seed, self.rank, self.world_size = sampler, int(seed), rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step, batch in enumerate(self.sampler):
+            share = len(batch) // self.world_size
+            lo = self.rank * share
+            yield [(batch[s], sample_seed(self.seed, self.epoch, step, s)) for s in range(lo, lo + share)]
+
+
+class SeededDataset(torch.utils.data.Dataset):
+    """Item (index, seed) is dataset[index] with the transform's random numbers drawn under `seed`."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+def loader_options(workers: int, prefetch: int, device: torch.device) -> dict:
+    """DataLoader keywords shared by training and extraction."""
+    opts: dict = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        opts.update(persistent_workers=True, prefetch_factor=prefetch)
+    return opts
+
+
+def train_loader(dataset, batches: SeededBatches, workers: int, prefetch: int, device: torch.device):
+    # Own generator: a loader draws its workers' base seed when an epoch starts, and that must not
+    # come from the global RNG (with 0 workers it would be drawn every epoch, with persistent
+    # workers once, so the model's random numbers would depend on the number of workers).
+    return torch.utils.data.DataLoader(SeededDataset(dataset), batch_sampler=batches, generator=torch.Generator(),
+                                       **loader_options(workers, prefetch, device))

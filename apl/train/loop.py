@@ -1,0 +1,274 @@
+"""`Trainer`: the training loop of `apl train`, for one process or several under torchrun.
+
+Order of an epoch: train its steps, save last.pt (so the epoch's compute is safe before anything
+else can fail), evaluate on the held-out set, then save best.pt (when the mAP improved) and last.pt
+again with the evaluation. A resume from a checkpoint whose evaluation is missing evaluates first;
+evaluation draws no random numbers, so the resumed run is the uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data import CorruptImageError
+from ..distributed import GlobalBatchLoss
+from ..losses import build_loss
+from . import launch as L
+from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
+from .config import TrainConfig
+from .data import SeededBatches, build_datasets, build_sampler, check_data, check_workers, default_workers, train_loader
+from .extraction import evaluate
+from .multistage import multistage_step
+from .optim import build_optimizer, set_learning_rate
+from .plots import plot_curves
+from .run_folder import MetricsLog, clear_run_files, plan_start, write_config
+from .weights import load_init_weights
+
+AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _data_error(err: Exception) -> Optional[str]:
+    """The one-line reason when a loader failed on an image file (re-raised from a worker, the
+    message carries the worker's traceback; its last line names the file)."""
+    text = str(err)
+    if isinstance(err, (CorruptImageError, FileNotFoundError)) or "CorruptImageError" in text or "image file not found" in text:
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else text
+        return last.split(": ", 1)[1] if last.startswith(("CorruptImageError", "FileNotFoundError")) else last
+    return None
+
+
+class Trainer:
+    """Runs `cfg` in the folder `out` (see `apl.train.run_folder` for the files).
+
+    Args:
+        cfg: the run's configuration.
+        out: run folder.
+        log: where progress lines go (rank 0 only).
+        progress: progress display: a bar on a terminal, plain periodic lines otherwise.
+        workers: data-loader worker processes (None: `default_workers`); results do not depend on it.
+        prefetch: batches each worker loads ahead.
+        overwrite: replace the run files of a non-empty `out` (else such a folder is refused).
+    """
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print, progress: bool = True,
+                 workers: Optional[int] = None, prefetch: int = 2, overwrite: bool = False) -> None:
+        self.cfg = cfg.validate()
+        check_workers(workers, prefetch)
+        self.out = Path(out)
+        self.log = log
+        self.progress = progress
+        self.workers = default_workers(cfg) if workers is None else workers
+        self.prefetch = prefetch
+        self.overwrite = overwrite
+        self.model: Optional[nn.Module] = None
+        self.is_main = True  # whether this process is rank 0 (set by `run`)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _prepare(self, launch: L.Launch, resume: bool):
+        """Everything that can fail on bad input, before anything is written."""
+        cfg = self.cfg
+        L.check_batch(cfg.batch_size, launch.world_size)
+        train_set, eval_set, in_ch = build_datasets(cfg)
+        check_data(train_set, eval_set)
+        if cfg.batch_size > len(train_set) and launch.is_main:
+            warnings.warn(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_set)} images): "
+                          "images repeat within every batch", RuntimeWarning, stacklevel=3)
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, in_ch)
+        if cfg.init is not None:
+            what = load_init_weights(model, cfg.init)
+            if launch.is_main:
+                self.log(f"initialised the {what} from {cfg.init}")
+        sampler = build_sampler(cfg, train_set.targets)
+        plan = L.agree(launch, lambda: plan_start(self.out, cfg, resume, self.overwrite))
+        return train_set, eval_set, model, sampler, plan
+
+    def run(self, resume: bool = False, stop_after: Optional[int] = None) -> list[dict]:
+        """Trains; returns the per-epoch history. `resume` continues the run in `out` (see
+        `run_folder.plan_start`). `stop_after` ends early after that many epochs of this call."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        launch = L.setup(cfg.device)
+        self.is_main = launch.is_main
+        try:
+            return self._run(launch, resume, stop_after)
+        finally:
+            L.teardown(launch)
+
+    def _run(self, launch: L.Launch, resume: bool, stop_after: Optional[int]) -> list[dict]:
+        cfg, device, main = self.cfg, launch.device, launch.is_main
+        train_set, eval_set, model, sampler, plan = self._prepare(launch, resume)
+        whitening_set = build_datasets(cfg, augment=False)[0] if cfg.whitening else None
+
+        # Nothing was written before this point.
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.overwrite and not resume:
+                clear_run_files(self.out)
+            write_config(self.out, cfg)
+            if plan.note:
+                self.log(plan.note)
+        metrics = MetricsLog(self.out / "metrics.jsonl")
+
+        model = model.to(device)
+        opt = build_optimizer(cfg, model)
+        amp_dtype = AMP.get(cfg.amp) if cfg.amp else None
+        scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+        history: list[dict] = []
+        start, step_global, best, evaluated = 0, 0, None, True
+        if plan.checkpoint is not None:
+            ck = load_checkpoint(plan.checkpoint)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            if scaler is not None and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            set_rng_state(ck["rng"])
+            history, start, step_global = list(ck["history"]), int(ck["epoch"]), int(ck["step"])
+            best, evaluated = ck.get("best_map"), bool(ck["evaluated"])
+            if main:
+                metrics.keep_until(start, evaluated)
+                self.log(f"resumed from {plan.checkpoint} after epoch {start}" + ("" if evaluated else " (evaluating it first)"))
+        elif main:
+            (self.out / "metrics.jsonl").write_text("")
+
+        net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+            if launch.distributed else model
+        loss_fn = build_loss(cfg.loss, num_bins=cfg.num_bins, class_balanced=cfg.class_balanced, margin=cfg.margin)
+        if launch.distributed:
+            loss_fn = GlobalBatchLoss(loss_fn)
+        batches = SeededBatches(sampler, cfg.seed, launch.rank, launch.world_size)
+        loader = train_loader(train_set, batches, self.workers, self.prefetch, device)
+        steps_per_epoch = len(sampler)
+        total_steps = cfg.epochs * steps_per_epoch
+        eval_kw = dict(scales=cfg.scales, workers=self.workers, prefetch=self.prefetch, distributed=launch.distributed)
+
+        def checkpoint(epoch: int, done_eval: bool) -> dict:
+            return {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "epoch": epoch, "step": step_global,
+                    "evaluated": done_eval, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
+                    "history": history, "best_map": best, "world_size": launch.world_size}
+
+        def finish_epoch(epoch: int, row: dict) -> None:
+            nonlocal best
+            t0 = time.perf_counter()
+            row.update({f"eval_{k}": v for k, v in evaluate(model, eval_set, whitening_set, cfg.whitening, **eval_kw).items()})
+            row["eval_time_s"] = time.perf_counter() - t0
+            history.append(row)
+            improved = best is None or row["eval_map"] > best
+            if improved:
+                best = row["eval_map"]
+            if main:
+                metrics.write(row)
+                state = checkpoint(epoch, True)
+                if improved:  # best.pt first: a kill between the two saves re-evaluates and rewrites it
+                    atomic_save(state, self.out / "best.pt")
+                atomic_save(state, self.out / "last.pt")
+                self.log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  held-out mAP {row['eval_map']:.4f}  "
+                         f"P@1 {row['eval_p@1']:.4f}  ({row['time_s']:.1f}s, {row['images_per_s']:.0f} img/s)")
+
+        try:
+            if not evaluated:  # the checkpoint's epoch was trained but not evaluated
+                pending = ck["pending_row"]
+                finish_epoch(start, dict(pending))
+            for epoch in range(start, cfg.epochs):
+                if stop_after is not None and epoch - start >= stop_after:
+                    break
+                batches.set_epoch(epoch)
+                net.train()
+                t0, losses = time.perf_counter(), []
+                for step, (x, y), show in self._steps(loader, epoch, steps_per_epoch, main):
+                    lr = set_learning_rate(opt, cfg, step_global, total_steps)
+                    y = torch.as_tensor(y).to(device, non_blocking=True)
+                    opt.zero_grad(set_to_none=True)
+                    loss = self._step(net, x, y, loss_fn, device, amp_dtype, scaler)
+                    if scaler is not None:
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        opt.step()
+                    step_global += 1
+                    losses.append(float(loss))
+                    if main:
+                        metrics.write({"epoch": epoch + 1, "step": step + 1, "loss": losses[-1], "lr": lr})
+                    show(losses[-1], lr)
+                elapsed = time.perf_counter() - t0
+                row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "time_s": elapsed,
+                       "images_per_s": cfg.batch_size * len(losses) / max(elapsed, 1e-9)}
+                if main:
+                    state = checkpoint(epoch + 1, False)
+                    state["pending_row"] = row
+                    atomic_save(state, self.out / "last.pt")
+                finish_epoch(epoch + 1, row)
+        finally:
+            metrics.close()
+        self.model = model
+        if main and history:
+            plot_curves({cfg.loss: history}, self.out / "curves.png")
+        return history
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _step(self, net, x, y, loss_fn, device, amp_dtype, scaler) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.chunk_size:  # images stay where they are; chunks move to the device
+            loss, _ = multistage_step(net, x, y, loss_fn, cfg.chunk_size, device=device, amp_dtype=amp_dtype, scaler=scaler)
+            return loss
+        autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+        with autocast:
+            d = net(x.to(device, non_blocking=True))
+        with torch.autocast(device.type, enabled=False):  # the loss always runs in float32
+            loss = loss_fn(d.float() if d.dtype in (torch.float16, torch.bfloat16) else d, y)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss.detach()
+
+    def _steps(self, loader, epoch: int, steps: int, main: bool):
+        """(step, batch, show) for each batch, with a progress bar on a terminal and plain lines
+        (about ten per epoch) otherwise; an unreadable image stops the run with its path."""
+        cfg = self.cfg
+        bar = None
+        if self.progress and main and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        every = max(1, steps // 10)
+        t0 = time.perf_counter()
+
+        def show_at(step: int):
+            def show(loss: float, lr: float) -> None:
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                elif self.progress and main and ((step + 1) % every == 0 or step + 1 == steps):
+                    rate = cfg.batch_size * (step + 1) / max(time.perf_counter() - t0, 1e-9)
+                    self.log(f"  epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s")
+            return show
+
+        it = iter(loader)
+        try:
+            for step in range(steps):
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    break
+                except Exception as err:  # noqa: BLE001
+                    reason = _data_error(err)
+                    if reason is None:
+                        raise
+                    safe = f"the last checkpoint ({self.out / 'last.pt'}) is safe" if (self.out / "last.pt").exists() else "no checkpoint was written yet"
+                    raise CorruptImageError(
+                        f"training stopped in epoch {epoch + 1}: {reason}; {safe}. Fix or remove the file "
+                        "(`apl check-images` lists every bad file), then continue with --resume"
+                    ) from None
+                yield step, batch, show_at(step)
+        finally:
+            if bar is not None:
+                bar.close()
