@@ -42,7 +42,10 @@ def _data_error(err: Exception) -> Optional[str]:
     if isinstance(err, (CorruptImageError, FileNotFoundError)) or "CorruptImageError" in text or "image file not found" in text:
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else text
-        return last.split(": ", 1)[1] if last.startswith(("CorruptImageError", "FileNotFoundError")) else last
+        for name in ("CorruptImageError: ", "FileNotFoundError: "):
+            if name in last:
+                last = last.split(name, 1)[1]
+        return last
     return None
 
 
@@ -115,6 +118,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             if self.overwrite and not resume:
                 clear_run_files(self.out)
+            for stale in self.out.glob(".*.tmp-*"):  # left by a process killed during a save
+                stale.unlink(missing_ok=True)
             write_config(self.out, cfg)
             if plan.note:
                 self.log(plan.note)
