@@ -160,7 +160,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # `apl bench` runs this file with PROG set, so that the usage line names the command typed
+    p = argparse.ArgumentParser(prog=globals().get("PROG"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--sizes", default="512,1024,2048,4096", help="comma-separated batch sizes (D = --dim)")
     p.add_argument("--dim", type=int, default=512)

@@ -76,7 +76,7 @@ def run_bench(a: argparse.Namespace) -> int:
 
     argv, sys.argv = sys.argv, ["apl bench"] + a.rest
     try:
-        runpy.run_path(str(script), run_name="__main__")
+        runpy.run_path(str(script), init_globals={"PROG": "apl bench"}, run_name="__main__")
     except SystemExit as done:  # the script ends with sys.exit(main())
         return int(done.code or 0)
     finally:
