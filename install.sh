@@ -22,7 +22,18 @@ fi
 # Build requirements first: the extension is built against the installed torch
 # (--no-build-isolation), so pip never downloads a second torch into a build environment.
 "$PY" -m pip install --quiet "setuptools>=64" wheel ninja pybind11
-"$PY" -m pip install --quiet --no-build-isolation -e ".[test]"
+echo "install.sh: building apl's C++ extension against torch $("$PY" -c 'import torch; print(torch.__version__)') (1-3 minutes)"
+log=$(mktemp)
+set +e
+# pip hides a build's output unless -v; show the compiler's progress lines ([k/n]) and keep the rest in the log
+"$PY" -m pip install -v --no-build-isolation -e ".[test]" 2>&1 | tee "$log" | grep -E --line-buffered '^\[[0-9]+/[0-9]+\] ' | cut -c1-100
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  tail -n 40 "$log" >&2
+  echo "install.sh: pip install failed (exit $status); full log: $log" >&2
+  exit "$status"
+fi
 "$PY" - <<'PY'
 import apl
 for name, status in apl.available_backends().items():

@@ -86,10 +86,14 @@ def main() -> int:
     p.add_argument("--max-delay", type=float, default=8.0, help="longest wait before a kill (s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/kill_resume")
+    p.add_argument("--json", default=None, help="also write the result to this file")
     a, rest = p.parse_known_args()
     args = rest[1:] if rest[:1] == ["--"] else (rest or DEFAULT_RUN)
     result = run(a.kills, a.workers, Path(a.out), args, a.seed, a.max_delay)
+    result["command"] = ["apl", "train", *args, "--workers", str(a.workers)]
     print(json.dumps(result))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0 if result["same_metrics"] and result["same_weights"] else 1
 
 

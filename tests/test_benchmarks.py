@@ -43,3 +43,16 @@ def test_bench_loss_quick_run(tmp_path):
     assert all(row["time_s"] > 0 for row in rows), rows
     assert (tmp_path / "bench_loss_cpu_quick.png").stat().st_size > 1000
     assert "| 512 | 512 |" in r.stdout
+
+
+@pytest.mark.slow
+def test_bench_loader_smoke_run(tmp_path):
+    out = tmp_path / "loader.json"
+    r = subprocess.run([sys.executable, str(BENCH / "bench_loader.py"), "--images", "24", "--image-size", "32",
+                        "--batch-size", "8", "--workers", "0", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    assert [row["workers"] for row in data["training"]] == [0, 2]
+    assert all(row["images_per_s"] > 0 for row in data["training"])
+    assert data["same_loss_for_every_worker_count"] is True
+    assert data["extraction_mixed_shapes"]["one_at_a_time"]["seconds"] > 0

@@ -1,0 +1,44 @@
+"""TrainConfig validation, scales parsing and the learning-rate schedule."""
+import math
+
+import pytest
+
+from apl.train import TrainConfig, parse_scales
+from apl.train.optim import lr_factor
+
+
+def test_parse_scales():
+    assert parse_scales("1,0.707,0.5") == (1.0, 0.707, 0.5)
+    assert parse_scales([1]) == (1.0,)
+    for bad, msg in (("", "at least one scale"), ("1,1", "twice"), ("5", r"in \(0, 4\]"), ("x", "comma-separated")):
+        with pytest.raises(ValueError, match=msg):
+            parse_scales(bad)
+
+
+@pytest.mark.parametrize("field, value, msg", [
+    ("batch_size", 1, "--batch-size must be an integer >= 2"),
+    ("epochs", 0, "--epochs must be an integer >= 1"),
+    ("chunk_size", 0, "--chunk-size must be a positive integer"),
+    ("lr", -1.0, "--lr must be a positive number"),
+    ("loss", "hinge", "unknown loss 'hinge'"),
+    ("dataset", "folder", "--eval-dataset is required"),
+])
+def test_bad_values_name_the_option(field, value, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_round_trip_and_differences():
+    cfg = TrainConfig(scales="1,0.5").validate()
+    again = TrainConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.differences(cfg) == []
+    assert TrainConfig(lr=0.1).validate().differences(cfg) == ["lr", "scales"]
+    with pytest.raises(ValueError, match="unknown configuration fields"):
+        TrainConfig.from_dict({"nope": 1})
+
+
+def test_schedules():
+    assert lr_factor("cosine", 0, 10) == 1 and lr_factor("cosine", 10, 10) == pytest.approx(0)
+    assert lr_factor("cosine", 5, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+    assert [lr_factor("step", k, 9) for k in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
+    assert lr_factor("none", 7, 9) == 1
