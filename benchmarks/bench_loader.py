@@ -56,6 +56,21 @@ def train_rate(folder: Path, out: Path, workers: int, image_size: int, batch: in
             "train_loss": hist[1]["train_loss"]}
 
 
+def loader_rate(folder: Path, workers: int, image_size: int, batch: int) -> float:
+    """Images per second of the training loader alone (decode, resize, crop, flip, jitter)."""
+    from apl.data import ClassSpreadBatchSampler, train_transform
+    from apl.train.data import SeededBatches, train_loader
+
+    ds = ImageList.from_folders(folder, transform=train_transform(image_size, image_size))
+    batches = SeededBatches(ClassSpreadBatchSampler(ds.targets, batch, seed=0), seed=0)
+    loader = train_loader(ds, batches, workers, 2, torch.device("cpu"))
+    for _ in loader:  # first pass starts the workers
+        pass
+    t0 = time.perf_counter()
+    n = sum(x.shape[0] for x, _ in loader)
+    return n / (time.perf_counter() - t0)
+
+
 def extraction_times(folder: Path, image_size: int, threads: int, repeats: int = 2) -> dict:
     torch.set_num_threads(threads)
     ds = ImageList.from_folders(folder, transform=eval_transform(image_size))
@@ -86,11 +101,14 @@ def main() -> int:
         rows = []
         for w in a.workers:
             rows.append(train_rate(folder, Path(tmp) / f"run{w}", w, a.image_size, a.batch_size, a.threads))
-            print(f"workers={w}: {rows[-1]['images_per_s']:.1f} images/s (epoch {rows[-1]['epoch_s']:.1f}s)", flush=True)
+            rows[-1]["loader_only_images_per_s"] = loader_rate(folder, w, a.image_size, a.batch_size)
+            print(f"workers={w}: training {rows[-1]['images_per_s']:.1f} images/s (epoch {rows[-1]['epoch_s']:.1f}s), "
+                  f"loader alone {rows[-1]['loader_only_images_per_s']:.1f} images/s", flush=True)
         ext = extraction_times(folder, a.image_size, a.threads)
     base = rows[0]["images_per_s"]
     for r in rows:
         r["speedup_vs_first"] = r["images_per_s"] / base
+        r["loader_speedup_vs_first"] = r["loader_only_images_per_s"] / rows[0]["loader_only_images_per_s"]
     same = len({r["train_loss"] for r in rows}) == 1
     result = {"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "torch": torch.__version__},
