@@ -20,7 +20,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None,
                    help="longest side of the images (default: the checkpoint's training size; 1024 with --revisited; the digits keep 8x8)")
     p.add_argument("--scales", default="1", help="multi-scale descriptors, e.g. 1,0.707,0.5 (L2-normalised mean over scales)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     add_loader_options(p)
 
 
