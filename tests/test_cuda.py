@@ -387,6 +387,33 @@ def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
     assert run.returncode == 0 and "emu_stress: ok" in out, f"sanitizer {sanitizer} reported:\n{out[-6000:]}"
 
 
+def test_emulated_tiny_float64_weight_is_not_rounded_away(emu):
+    """Issue 10, 2.2: a float64 score one ulp above the centre of bin 2 gives bin 1 a weight of
+    about 1e-15, below the fixed point's 2^-44 (N = 2^17). Rounded to 0, bin 1 and every bin above
+    it looked empty while the gradient pass still puts the score in (bin 1, bin 2): coefficients
+    of bins 0-1 were 1/3 instead of 2/3 and the item's dAP/ds was -3.17 instead of the CPU's."""
+    M, N = 20, 131072
+    centre = 1.0 - 2 * (2.0 / (M - 1))
+    s_top = float(torch.nextafter(torch.tensor(centre, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)))
+    assert s_top == 0.78947368421052644
+    g = torch.Generator().manual_seed(0)
+    S = torch.rand(1, N, generator=g, dtype=torch.float64) * 1.7 - 1.0  # all below bin 2's centre
+    S[0, 0] = s_top
+    rel = torch.rand(1, N, generator=g) < 0.05
+    rel[0, 0] = True
+    ap, npos, coef = torch.ops.apl.ap_scores(S, rel, M, -1.0, 1.0, 0)
+    rc, eap, enpos, ecoef, flag = emu.forward(S, mask=rel, M=M)
+    assert rc == 0 and flag.item() == 0 and torch.equal(enpos, npos)
+    torch.testing.assert_close(ecoef[0, :, :2], coef[0, :, :2], rtol=1e-9, atol=0)
+    torch.testing.assert_close(ecoef, coef, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(eap, ap, rtol=1e-12, atol=0)
+    grad_ap = torch.ones(1, dtype=torch.float64)
+    G = torch.ops.apl.ap_scores_backward(grad_ap, S, rel, coef, M, -1.0, 1.0)
+    rc, eG = emu.backward(S, _slopes(ecoef, grad_ap, M), mask=rel, M=M)
+    assert rc == 0
+    torch.testing.assert_close(eG[0, 0], G[0, 0], rtol=1e-9, atol=1e-12)
+
+
 def test_emulated_forward_deterministic(emu):
     s = (torch.rand(3, 20000, dtype=torch.float64) * 0.2 - 0.1).to(torch.float64)  # crowded bins
     rel = torch.rand(3, 20000) < 0.1

@@ -56,7 +56,11 @@ int fixed_shift(int64_t N) { return 62 - bit_length(N); }
 template <typename T>
 __device__ __forceinline__ unsigned long long to_fixed(T w, double scale) {
   // w in [0, 1]; scaling by a power of two is exact, the rounding to an integer is the only one.
-  return __double2ull_rn(static_cast<double>(w) * scale);
+  // A positive weight never rounds to 0: the gradient pass assigns the score to this bin pair, so
+  // the histogram must see the bin as non-empty too (else, when this bin and all above it hold
+  // nothing else, the coefficients come from the N == 0 branch and disagree with the CPU kernel).
+  const unsigned long long u = __double2ull_rn(static_cast<double>(w) * scale);
+  return (u == 0ull && w > T(0)) ? 1ull : u;
 }
 
 template <typename T, bool kMask>
