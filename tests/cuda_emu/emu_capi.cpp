@@ -30,6 +30,7 @@ template <typename T>
 int forward(const T* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
             int64_t self_offset, const bool* mask, int use_mask, int M, double lo, double hi,
             int64_t variant, T* ap, int64_t* npos, double* coef, int32_t* nonfinite) {
+  cudaGetLastError();  // each call starts clean, as after the glue's C10_CUDA_KERNEL_LAUNCH_CHECK
   return apl::cuda::forward(args<T>(S, R, N, ql, xl, self_offset, mask, use_mask, M, lo, hi, variant),
                             ap, npos, coef, nonfinite, nullptr);
 }
@@ -38,6 +39,7 @@ template <typename T>
 int backward(const T* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
              int64_t self_offset, const bool* mask, int use_mask, int M, double lo, double hi,
              const double* slopes, T* G) {
+  cudaGetLastError();
   return apl::cuda::backward(args<T>(S, R, N, ql, xl, self_offset, mask, use_mask, M, lo, hi, 0),
                              slopes, G, nullptr);
 }
@@ -67,11 +69,14 @@ int apl_emu_backward_f64(const double* S, int64_t R, int64_t N, const int64_t* q
 }
 int apl_emu_symmetric_f32(const float* S, int64_t B, const int64_t* labels, const double* slopes,
                           int M, double lo, double hi, float* H) {
+  cudaGetLastError();
   return apl::cuda::backward_symmetric(S, B, labels, slopes, M, lo, hi, H, nullptr);
 }
 int apl_emu_symmetric_f64(const double* S, int64_t B, const int64_t* labels,
                           const double* slopes, int M, double lo, double hi, double* H) {
+  cudaGetLastError();
   return apl::cuda::backward_symmetric(S, B, labels, slopes, M, lo, hi, H, nullptr);
 }
 int apl_emu_max_num_bins() { return apl::cuda::max_num_bins(); }
+const char* apl_emu_last_message() { return emu::last_message(); }
 }
