@@ -21,6 +21,7 @@ at::ScalarType compute_dtype(const at::Tensor& t) {
 // raise a clear error instead of reading out of bounds in a kernel. Unused members stay null.
 struct OpArgs {
   const char* op;
+  const RowKernels* k = nullptr;           // the device's kernels (their launch limits)
   const at::Tensor* grad_ap = nullptr;     // backward ops: (B) floating point
   const at::Tensor* x = nullptr;           // embeddings / queries / scores: 2-D floating point
   const char* x_name = "embeddings";
@@ -31,7 +32,8 @@ struct OpArgs {
   const at::Tensor* relevance = nullptr;   // bool, the shape of x
   const at::Tensor* coef = nullptr;        // (B, 2, num_bins) float64
   const at::Tensor* saved = nullptr;       // (B, N) in the compute dtype when chunk_size <= 0
-  int64_t chunk_size = 1;
+  int64_t chunk_size = 0;
+  bool self = false;                       // self retrieval (ap_self, ap_self_backward)
   int64_t num_bins = 0;
   double lo = -1.0, hi = 1.0;
   int64_t variant = 0;
@@ -108,6 +110,17 @@ void check_args(const OpArgs& a) {
                       ") (num_bins must be the forward's), got ", c.sizes());
     check_on(a, c, "coef");
   }
+  if (a.k != nullptr) {
+    const int64_t rows = a.chunk_size > 0 ? std::min(a.chunk_size, B) : B;
+    TORCH_CHECK_VALUE(rows <= a.k->max_rows, "apl: ", a.op, ": the ", x.device().type(),
+                      " kernels take at most ", a.k->max_rows, " query rows per launch (the ",
+                      "grid's x limit), got ", rows, "; pass chunk_size or split the rows");
+    TORCH_CHECK_VALUE(!a.self || a.chunk_size > 0 || B <= a.k->max_self_batch, "apl: ", a.op,
+                      ": without chunk_size the ", x.device().type(), " kernels take B <= ",
+                      a.k->max_self_batch, " (the self-retrieval backward launches (B / 32)^2 ",
+                      "tiles, at most 65535 per grid dimension), got B = ", B,
+                      "; pass chunk_size");
+  }
   if (a.saved != nullptr && a.chunk_size <= 0) {
     const at::Tensor& s = *a.saved;
     TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == B && s.size(1) == N, "apl: ", a.op,
@@ -177,7 +190,8 @@ struct Forward {
 ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const at::Tensor& labels,
                         int64_t num_bins, double lo, double hi, int64_t variant,
                         int64_t chunk_size) {
-  OpArgs a{"ap_self"};
+  OpArgs a{"ap_self", &k};
+  a.self = true, a.chunk_size = chunk_size;
   a.x = &embeddings;
   a.labels = &labels;
   a.num_bins = num_bins, a.lo = lo, a.hi = hi, a.variant = variant;
@@ -212,7 +226,8 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
                                  const at::Tensor& embeddings, const at::Tensor& labels,
                                  const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins,
                                  double lo, double hi, int64_t chunk_size) {
-  OpArgs a{"ap_self_backward"};
+  OpArgs a{"ap_self_backward", &k};
+  a.self = true;
   a.grad_ap = &grad_ap, a.x = &embeddings, a.labels = &labels, a.coef = &coef, a.saved = &scores;
   a.chunk_size = chunk_size, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
   check_args(a);
@@ -263,7 +278,8 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
 ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at::Tensor& query_labels,
                        const at::Tensor& refs, const at::Tensor& ref_labels, int64_t num_bins,
                        double lo, double hi, int64_t variant, int64_t chunk_size) {
-  OpArgs a{"ap_ref"};
+  OpArgs a{"ap_ref", &k};
+  a.chunk_size = chunk_size;
   a.x = &queries, a.x_name = "queries", a.labels = &query_labels, a.labels_name = "query_labels";
   a.refs = &refs, a.ref_labels = &ref_labels;
   a.num_bins = num_bins, a.lo = lo, a.hi = hi, a.variant = variant;
@@ -300,7 +316,7 @@ std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
     const at::Tensor& query_labels, const at::Tensor& refs, const at::Tensor& ref_labels,
     const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins, double lo, double hi,
     int64_t chunk_size) {
-  OpArgs a{"ap_ref_backward"};
+  OpArgs a{"ap_ref_backward", &k};
   a.grad_ap = &grad_ap, a.x = &queries, a.x_name = "queries", a.labels = &query_labels;
   a.labels_name = "query_labels", a.refs = &refs, a.ref_labels = &ref_labels, a.coef = &coef;
   a.saved = &scores, a.chunk_size = chunk_size, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
@@ -349,7 +365,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores_impl(const RowKernels& 
                                                               const at::Tensor& relevance,
                                                               int64_t num_bins, double lo,
                                                               double hi, int64_t variant) {
-  OpArgs a{"ap_scores"};
+  OpArgs a{"ap_scores", &k};
   a.x = &scores, a.x_name = "scores", a.relevance = &relevance;
   a.num_bins = num_bins, a.lo = lo, a.hi = hi, a.variant = variant;
   check_args(a);
@@ -366,7 +382,7 @@ at::Tensor ap_scores_backward_impl(const RowKernels& k, const at::Tensor& grad_a
                                    const at::Tensor& scores, const at::Tensor& relevance,
                                    const at::Tensor& coef, int64_t num_bins, double lo,
                                    double hi) {
-  OpArgs a{"ap_scores_backward"};
+  OpArgs a{"ap_scores_backward", &k};
   a.grad_ap = &grad_ap, a.x = &scores, a.x_name = "scores", a.relevance = &relevance;
   a.coef = &coef, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
   check_args(a);

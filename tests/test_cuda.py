@@ -357,6 +357,25 @@ def test_emulated_edge_cases(emu):
     assert emu.backward(S, torch.zeros(4, 2, big - 1, dtype=torch.float64), mask=S > 0, M=big)[0] == 0
 
 
+def test_emulated_launchers_reject_sizes_beyond_the_launch_limits(emu):
+    """Issue 10, 2.5: the launchers refuse (cudaErrorInvalidValue, before any launch) query rows
+    beyond grid.x and a symmetric backward beyond 65535 tiles of 32; the ops turn these limits
+    into a ValueError that names them (test_launch_limits_raise_value_error on a GPU)."""
+    c, lib = emu.c, emu.lib
+    lib.apl_emu_max_rows.restype = c.c_int64
+    lib.apl_emu_max_symmetric_batch.restype = c.c_int64
+    assert lib.apl_emu_max_rows() == 2**31 - 1
+    assert lib.apl_emu_max_symmetric_batch() == 65535 * 32
+    null = c.c_void_p(0)
+    rc = lib.apl_emu_forward_f32(null, c.c_int64(2**31), c.c_int64(0), null, null, c.c_int64(-1), null,
+                                 c.c_int(1), c.c_int(20), c.c_double(-1.0), c.c_double(1.0), c.c_int64(0),
+                                 null, null, null, null)
+    assert rc == 1
+    rc = lib.apl_emu_symmetric_f32(null, c.c_int64(65535 * 32 + 1), null, null, c.c_int(20), c.c_double(-1.0),
+                                   c.c_double(1.0), null)
+    assert rc == 1
+
+
 @pytest.mark.parametrize("sanitizer", ["address,undefined", "thread"])
 def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
     """Every kernel, emulated on the CPU on assorted shapes (partial tiles, empty inputs, the bin
@@ -743,6 +762,19 @@ def test_non_finite_embeddings_raise(bad):
         apl.ap_loss(x, y, backend="cuda")
     with pytest.raises(ValueError, match="NaN or Inf"):
         apl.ap_loss(x, y, backend="cuda", chunk_size=5)
+
+
+@needs_cuda
+def test_launch_limits_raise_value_error():
+    """Sizes past a launch's limits raise a ValueError naming the limit, before any allocation
+    (empty or narrow tensors: nothing large is needed to reach them)."""
+    s = torch.empty(2**31, 0, device="cuda")
+    with pytest.raises(ValueError, match=r"at most 2147483647 query rows per launch"):
+        torch.ops.apl.ap_scores(s, torch.empty(2**31, 0, dtype=torch.bool, device="cuda"), 20, -1.0, 1.0, 0)
+    B = 65535 * 32 + 1
+    x, y = torch.zeros(B, 1, device="cuda"), torch.zeros(B, dtype=torch.int64, device="cuda")
+    with pytest.raises(ValueError, match=r"B <= 2097120 .*got B = 2097121; pass chunk_size"):
+        torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)
 
 
 @needs_cuda

@@ -179,8 +179,16 @@ bool can_sync() {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 }
 
-const RowKernels kCudaKernels{forward_labels, forward_mask,           backward_labels,
-                              backward_mask,  backward_self_symmetric, can_sync};
+const RowKernels kCudaKernels{forward_labels,
+                              forward_mask,
+                              backward_labels,
+                              backward_mask,
+                              backward_self_symmetric,
+                              can_sync,
+                              nullptr,
+                              nullptr,
+                              apl::cuda::max_rows(),
+                              apl::cuda::max_symmetric_batch()};
 
 
 }  // namespace

@@ -229,11 +229,13 @@ __global__ void __launch_bounds__(kTile* kTileRows)
 }
 
 int max_bins() { return kSharedBudget / kBytesPerBin; }
+constexpr int64_t kMaxRows = 0x7fffffffLL;                // grid.x
+constexpr int64_t kMaxSymmetricBatch = 65535LL * kTile;  // tiles per grid dimension
 
 // Sizes the kernels handle, and the pointers they will read (none when R * N == 0).
 template <typename T>
 bool valid(const RowArgs<T>& a) {
-  if (a.M < 2 || a.M > max_bins() || a.R < 0 || a.N < 0 || a.R > 0x7fffffffLL) return false;
+  if (a.M < 2 || a.M > max_bins() || a.R < 0 || a.N < 0 || a.R > kMaxRows) return false;
   if (a.R == 0 || a.N == 0) return true;
   if (a.S == nullptr) return false;
   return a.use_mask ? a.mask != nullptr : (a.q_labels != nullptr && a.x_labels != nullptr);
@@ -285,10 +287,9 @@ cudaError_t launch_backward(const RowArgs<T>& a, const double* slopes, T* G,
 template <typename T>
 cudaError_t launch_symmetric(const T* S, int64_t B, const int64_t* labels, const double* slopes,
                              int M, double lo, double hi, T* H, cudaStream_t stream) {
-  if (M < 2 || B < 0) return cudaErrorInvalidValue;
+  if (M < 2 || B < 0 || B > kMaxSymmetricBatch) return cudaErrorInvalidValue;
   if (B == 0) return cudaSuccess;
   const int64_t tiles = (B + kTile - 1) / kTile;
-  if (tiles > 65535) return cudaErrorInvalidValue;  // B > 2^21: S alone would be 16 TiB
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(tiles));
   const dim3 block(kTile, kTileRows);
   symmetric_kernel<T><<<grid, block, 0, stream>>>(S, B, labels, slopes, M, lo, hi, H);
@@ -300,6 +301,8 @@ cudaError_t launch_symmetric(const T* S, int64_t B, const int64_t* labels, const
 // One copy of the forward histograms must fit; the backward slope table (16 (M - 1) bytes) is
 // smaller.
 int max_num_bins() { return max_bins(); }
+int64_t max_rows() { return kMaxRows; }
+int64_t max_symmetric_batch() { return kMaxSymmetricBatch; }
 
 cudaError_t forward(const RowArgs<float>& a, float* ap, int64_t* npos, double* coef,
                     int32_t* nonfinite, cudaStream_t stream) {

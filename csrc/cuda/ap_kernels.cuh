@@ -44,6 +44,12 @@ struct RowArgs {
 // 16 bytes per bin, must fit in the 48 KiB of shared memory a block gets without an opt-in).
 int max_num_bins();
 
+// Launch limits (checked by the ops with a ValueError naming them; a launcher returns
+// cudaErrorInvalidValue beyond them): query rows per forward/backward launch (grid.x), and B of
+// the self-retrieval symmetric backward (B / 32 tiles per grid dimension, at most 65535).
+int64_t max_rows();
+int64_t max_symmetric_batch();
+
 // Binning, AP and coefficients of every row: one block per row.
 cudaError_t forward(const RowArgs<float>& a, float* ap, int64_t* npos, double* coef,
                     int32_t* nonfinite, cudaStream_t stream);

@@ -78,5 +78,7 @@ int apl_emu_symmetric_f64(const double* S, int64_t B, const int64_t* labels,
   return apl::cuda::backward_symmetric(S, B, labels, slopes, M, lo, hi, H, nullptr);
 }
 int apl_emu_max_num_bins() { return apl::cuda::max_num_bins(); }
+int64_t apl_emu_max_rows() { return apl::cuda::max_rows(); }
+int64_t apl_emu_max_symmetric_batch() { return apl::cuda::max_symmetric_batch(); }
 const char* apl_emu_last_message() { return emu::last_message(); }
 }
