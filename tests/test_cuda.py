@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 CU_SOURCES = sorted((CSRC / "cuda").glob("*.cu"))
 GLUE_SOURCES = sorted((CSRC / "cuda").glob("*.cpp"))
-ARCHS = ("80", "90")
+ARCHS = ("75", "80", "90", "120")  # Turing to Blackwell: the ends of the default list (apl/_arch.py)
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on the PATH")
 
