@@ -191,7 +191,7 @@ class _Emu:
     def _p(self, t):
         return self.c.c_void_p(t.data_ptr() if t is not None and t.numel() else 0)
 
-    def forward(self, S, ql=None, xl=None, self_offset=-1, mask=None, M=20, lo=-1.0, hi=1.0, variant=0):
+    def forward(self, S, ql=None, xl=None, self_offset=-1, mask=None, M=20, lo=-1.0, hi=1.0, variant=0, split=0):
         use_mask = mask is not None
         c = self.c
         R, N = S.shape
@@ -202,7 +202,7 @@ class _Emu:
         fn = getattr(self.lib, "apl_emu_forward_" + ("f32" if S.dtype == torch.float32 else "f64"))
         rc = fn(self._p(S), c.c_int64(R), c.c_int64(N), self._p(ql), self._p(xl), c.c_int64(self_offset),
                 self._p(mask), c.c_int(use_mask), c.c_int(M), c.c_double(lo), c.c_double(hi), c.c_int64(variant),
-                self._p(ap), self._p(npos), self._p(coef), self._p(flag))
+                self._p(ap), self._p(npos), self._p(coef), self._p(flag), c.c_int(split))
         return rc, ap, npos, coef, flag
 
     def backward(self, S, slopes, ql=None, xl=None, self_offset=-1, mask=None, M=20, lo=-1.0, hi=1.0):
@@ -369,7 +369,7 @@ def test_emulated_launchers_reject_sizes_beyond_the_launch_limits(emu):
     null = c.c_void_p(0)
     rc = lib.apl_emu_forward_f32(null, c.c_int64(2**31), c.c_int64(0), null, null, c.c_int64(-1), null,
                                  c.c_int(1), c.c_int(20), c.c_double(-1.0), c.c_double(1.0), c.c_int64(0),
-                                 null, null, null, null)
+                                 null, null, null, null, c.c_int(0))
     assert rc == 1
     rc = lib.apl_emu_symmetric_f32(null, c.c_int64(65535 * 32 + 1), null, null, c.c_int(20), c.c_double(-1.0),
                                    c.c_double(1.0), null)
@@ -404,6 +404,42 @@ def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
     if "FATAL: ThreadSanitizer" in out and "memory mapping" in out:
         pytest.skip("ThreadSanitizer cannot run on this kernel's memory layout")
     assert run.returncode == 0 and "emu_stress: ok" in out, f"sanitizer {sanitizer} reported:\n{out[-6000:]}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_emulated_split_rows_are_bitwise_equal_to_one_block_per_row(emu, dtype):
+    """Issue 10, 2.6: long rows split over several blocks (exact integer partial histograms summed
+    by a second kernel) give bitwise the result of one block per row, whatever the split; with
+    float32 scores the fixed-point histograms are the exact sums, so also bitwise the CPU kernel."""
+    g = torch.Generator().manual_seed(5)
+    R, N = 3, 5000
+    S = (torch.rand(R, N, generator=g, dtype=torch.float64) * 2.2 - 1.1).to(dtype)
+    S[1, :700] = 0.25  # a big tie
+    rel = torch.rand(R, N, generator=g) < 0.2
+    y = random_labels(N, 5, seed=5)
+    for variant in (0, 1, 2):
+        one = emu.forward(S, mask=rel, variant=variant, split=1)
+        for split in (2, 3, 7, 0):  # 0: the launcher's own choice
+            got = emu.forward(S, mask=rel, variant=variant, split=split)
+            assert got[0] == 0
+            for a, b in zip(got[1:], one[1:]):
+                assert torch.equal(a, b), f"split={split} differs from one block per row"
+        ap, npos, coef = torch.ops.apl.ap_scores(S, rel, 20, -1.0, 1.0, variant)
+        assert torch.equal(one[2], npos)
+        if dtype == torch.float32:
+            assert torch.equal(one[1], ap) and torch.equal(one[3], coef)
+        else:
+            _emu_close(one[1], ap, dtype)
+            _emu_close(one[3], coef, dtype)
+    # labels with self-exclusion (a streaming block at offset 100), and a NaN in the last block
+    ql = y[100:100 + R].contiguous()
+    one = emu.forward(S, ql, y, 100, split=1)
+    got = emu.forward(S, ql, y, 100, split=4)
+    for a, b in zip(got[1:], one[1:]):
+        assert torch.equal(a, b)
+    bad = S.clone()
+    bad[2, N - 1] = float("nan")
+    assert emu.forward(bad, mask=rel, split=4)[4].item() == 1
 
 
 def test_emulated_tiny_float64_weight_is_not_rounded_away(emu):
