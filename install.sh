@@ -39,3 +39,6 @@ import apl
 for name, status in apl.available_backends().items():
     print(f"  backend {name:5s}: {'yes' if status.available else 'no '}  {status.reason}")
 PY
+# The compiled kernels against the pure-PyTorch reference on every device present (one line per
+# backend; fails the install when a present backend disagrees).
+"$PY" -m apl selftest

@@ -3,17 +3,57 @@
     pip install --no-build-isolation .        # or -e . for development
 
 The CPU extension is always built. The CUDA kernels are added when torch has CUDA and nvcc is
-found; set APL_CPU_ONLY=1 to skip them. APL_CUDA_ARCH (e.g. "8.0;9.0") overrides the GPU archs.
+found; set APL_CPU_ONLY=1 to skip them. GPU architectures: those of the GPUs visible at build
+time, else a default list with +PTX (apl/_arch.py); APL_CUDA_ARCH or TORCH_CUDA_ARCH_LIST
+(e.g. "8.0;9.0") overrides.
 """
 import glob
+import importlib.util
 import os
+import subprocess
+import sys
 
 from setuptools import setup
 
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+try:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+except ImportError as exc:  # the extension is built against the installed torch: say so plainly
+    sys.stderr.write(
+        f"apl setup.py: PyTorch is needed to build apl's kernels, but importing it failed ({exc}).\n"
+        "Install torch first, then build apl against it without build isolation:\n"
+        "  CPU only:  pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu\n"
+        "  CUDA:      pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/<cuda tag>"
+        " (the tag of your CUDA version: see https://pytorch.org/get-started/locally/)\n"
+        "  then:      pip install --no-build-isolation -e .   (or run ./install.sh)\n"
+    )
+    sys.exit(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_arch_module():
+    """apl/_arch.py by path: importing the apl package would need the extension being built."""
+    spec = importlib.util.spec_from_file_location("apl_arch", os.path.join(HERE, "apl", "_arch.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _arch_list() -> str:
+    arch = _load_arch_module()
+    visible = []
+    if torch.cuda.is_available():
+        visible = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    nvcc = None
+    try:
+        out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], capture_output=True,
+                             text=True, timeout=60).stdout
+        nvcc = arch.parse_nvcc_version(out)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    override = os.environ.get("APL_CUDA_ARCH") or os.environ.get("TORCH_CUDA_ARCH_LIST")
+    return arch.cuda_arch_list(visible, nvcc, override)
 
 
 def _want_cuda() -> bool:
@@ -32,8 +72,8 @@ def _extension():
         cxx.append("-fopenmp")
         link.append("-fopenmp")
     if _want_cuda():
-        if "TORCH_CUDA_ARCH_LIST" not in os.environ:
-            os.environ["TORCH_CUDA_ARCH_LIST"] = os.environ.get("APL_CUDA_ARCH", "8.0;9.0")
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list()
+        print(f"apl setup.py: building the CUDA kernels for {os.environ['TORCH_CUDA_ARCH_LIST']}", flush=True)
         return CUDAExtension(
             "apl._C",
             sources + rel("csrc/cuda/*.cpp") + rel("csrc/cuda/*.cu"),

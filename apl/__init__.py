@@ -10,6 +10,7 @@ from . import data, distributed, evaluation, nn, train
 from .backends import BackendStatus, available_backends
 from .functional import ap_loss, per_query_ap, quantized_ap
 from .loss import APLoss
+from .selftest import selftest
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "quantized_ap",
     "available_backends",
     "BackendStatus",
+    "selftest",
     "data",
     "distributed",
     "evaluation",

@@ -48,6 +48,11 @@ def resolve(backend: str, device: torch.device) -> str:
         reason = f"apl has no compiled kernel for device type {device.type!r}"
     else:
         ok, reason = available_backends()[kind]
+        if ok:  # the small self-test, once per device and process (apl/selftest.py)
+            from .selftest import AUTO_CHECKED, auto_check
+
+            if kind in AUTO_CHECKED:
+                ok, reason = auto_check(device)
         if ok:
             return kind
     if reason not in _warned:

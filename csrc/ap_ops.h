@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <tuple>
 
 namespace apl {
@@ -54,6 +55,11 @@ struct RowKernels {
   // g_j U_{j,r0+i}, with g in U's dtype and H (R, B).
   void (*symmetrize_unit)(const at::Tensor& U, const at::Tensor& g, int64_t r0,
                           at::Tensor& H) = nullptr;
+
+  // Launch limits of the device, checked by the ops before anything is allocated: query rows per
+  // row-kernel call, and B of backward_self_symmetric (self retrieval without streaming).
+  int64_t max_rows = INT64_MAX;
+  int64_t max_self_batch = INT64_MAX;
 };
 
 using ForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

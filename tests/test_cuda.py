@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 CU_SOURCES = sorted((CSRC / "cuda").glob("*.cu"))
 GLUE_SOURCES = sorted((CSRC / "cuda").glob("*.cpp"))
-ARCHS = ("80", "90")
+ARCHS = ("75", "80", "90", "120")  # Turing to Blackwell: the ends of the default list (apl/_arch.py)
 NVCC = shutil.which("nvcc")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not on the PATH")
 
@@ -191,7 +191,7 @@ class _Emu:
     def _p(self, t):
         return self.c.c_void_p(t.data_ptr() if t is not None and t.numel() else 0)
 
-    def forward(self, S, ql=None, xl=None, self_offset=-1, mask=None, M=20, lo=-1.0, hi=1.0, variant=0):
+    def forward(self, S, ql=None, xl=None, self_offset=-1, mask=None, M=20, lo=-1.0, hi=1.0, variant=0, split=0):
         use_mask = mask is not None
         c = self.c
         R, N = S.shape
@@ -202,7 +202,7 @@ class _Emu:
         fn = getattr(self.lib, "apl_emu_forward_" + ("f32" if S.dtype == torch.float32 else "f64"))
         rc = fn(self._p(S), c.c_int64(R), c.c_int64(N), self._p(ql), self._p(xl), c.c_int64(self_offset),
                 self._p(mask), c.c_int(use_mask), c.c_int(M), c.c_double(lo), c.c_double(hi), c.c_int64(variant),
-                self._p(ap), self._p(npos), self._p(coef), self._p(flag))
+                self._p(ap), self._p(npos), self._p(coef), self._p(flag), c.c_int(split))
         return rc, ap, npos, coef, flag
 
     def backward(self, S, slopes, ql=None, xl=None, self_offset=-1, mask=None, M=20, lo=-1.0, hi=1.0):
@@ -357,6 +357,25 @@ def test_emulated_edge_cases(emu):
     assert emu.backward(S, torch.zeros(4, 2, big - 1, dtype=torch.float64), mask=S > 0, M=big)[0] == 0
 
 
+def test_emulated_launchers_reject_sizes_beyond_the_launch_limits(emu):
+    """Issue 10, 2.5: the launchers refuse (cudaErrorInvalidValue, before any launch) query rows
+    beyond grid.x and a symmetric backward beyond 65535 tiles of 32; the ops turn these limits
+    into a ValueError that names them (test_launch_limits_raise_value_error on a GPU)."""
+    c, lib = emu.c, emu.lib
+    lib.apl_emu_max_rows.restype = c.c_int64
+    lib.apl_emu_max_symmetric_batch.restype = c.c_int64
+    assert lib.apl_emu_max_rows() == 2**31 - 1
+    assert lib.apl_emu_max_symmetric_batch() == 65535 * 32
+    null = c.c_void_p(0)
+    rc = lib.apl_emu_forward_f32(null, c.c_int64(2**31), c.c_int64(0), null, null, c.c_int64(-1), null,
+                                 c.c_int(1), c.c_int(20), c.c_double(-1.0), c.c_double(1.0), c.c_int64(0),
+                                 null, null, null, null, c.c_int(0))
+    assert rc == 1
+    rc = lib.apl_emu_symmetric_f32(null, c.c_int64(65535 * 32 + 1), null, null, c.c_int(20), c.c_double(-1.0),
+                                   c.c_double(1.0), null)
+    assert rc == 1
+
+
 @pytest.mark.parametrize("sanitizer", ["address,undefined", "thread"])
 def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
     """Every kernel, emulated on the CPU on assorted shapes (partial tiles, empty inputs, the bin
@@ -387,6 +406,69 @@ def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
     assert run.returncode == 0 and "emu_stress: ok" in out, f"sanitizer {sanitizer} reported:\n{out[-6000:]}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_emulated_split_rows_are_bitwise_equal_to_one_block_per_row(emu, dtype):
+    """Issue 10, 2.6: long rows split over several blocks (exact integer partial histograms summed
+    by a second kernel) give bitwise the result of one block per row, whatever the split; with
+    float32 scores the fixed-point histograms are the exact sums, so also bitwise the CPU kernel."""
+    g = torch.Generator().manual_seed(5)
+    R, N = 3, 5000
+    S = (torch.rand(R, N, generator=g, dtype=torch.float64) * 2.2 - 1.1).to(dtype)
+    S[1, :700] = 0.25  # a big tie
+    rel = torch.rand(R, N, generator=g) < 0.2
+    y = random_labels(N, 5, seed=5)
+    for variant in (0, 1, 2):
+        one = emu.forward(S, mask=rel, variant=variant, split=1)
+        for split in (2, 3, 7, 0):  # 0: the launcher's own choice
+            got = emu.forward(S, mask=rel, variant=variant, split=split)
+            assert got[0] == 0
+            for a, b in zip(got[1:], one[1:]):
+                assert torch.equal(a, b), f"split={split} differs from one block per row"
+        ap, npos, coef = torch.ops.apl.ap_scores(S, rel, 20, -1.0, 1.0, variant)
+        assert torch.equal(one[2], npos)
+        if dtype == torch.float32:
+            assert torch.equal(one[1], ap) and torch.equal(one[3], coef)
+        else:
+            _emu_close(one[1], ap, dtype)
+            _emu_close(one[3], coef, dtype)
+    # labels with self-exclusion (a streaming block at offset 100), and a NaN in the last block
+    ql = y[100:100 + R].contiguous()
+    one = emu.forward(S, ql, y, 100, split=1)
+    got = emu.forward(S, ql, y, 100, split=4)
+    for a, b in zip(got[1:], one[1:]):
+        assert torch.equal(a, b)
+    bad = S.clone()
+    bad[2, N - 1] = float("nan")
+    assert emu.forward(bad, mask=rel, split=4)[4].item() == 1
+
+
+def test_emulated_tiny_float64_weight_is_not_rounded_away(emu):
+    """Issue 10, 2.2: a float64 score one ulp above the centre of bin 2 gives bin 1 a weight of
+    about 1e-15, below the fixed point's 2^-44 (N = 2^17). Rounded to 0, bin 1 and every bin above
+    it looked empty while the gradient pass still puts the score in (bin 1, bin 2): coefficients
+    of bins 0-1 were 1/3 instead of 2/3 and the item's dAP/ds was -3.17 instead of the CPU's."""
+    M, N = 20, 131072
+    centre = 1.0 - 2 * (2.0 / (M - 1))
+    s_top = float(torch.nextafter(torch.tensor(centre, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)))
+    assert s_top == 0.78947368421052644
+    g = torch.Generator().manual_seed(0)
+    S = torch.rand(1, N, generator=g, dtype=torch.float64) * 1.7 - 1.0  # all below bin 2's centre
+    S[0, 0] = s_top
+    rel = torch.rand(1, N, generator=g) < 0.05
+    rel[0, 0] = True
+    ap, npos, coef = torch.ops.apl.ap_scores(S, rel, M, -1.0, 1.0, 0)
+    rc, eap, enpos, ecoef, flag = emu.forward(S, mask=rel, M=M)
+    assert rc == 0 and flag.item() == 0 and torch.equal(enpos, npos)
+    torch.testing.assert_close(ecoef[0, :, :2], coef[0, :, :2], rtol=1e-9, atol=0)
+    torch.testing.assert_close(ecoef, coef, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(eap, ap, rtol=1e-12, atol=0)
+    grad_ap = torch.ones(1, dtype=torch.float64)
+    G = torch.ops.apl.ap_scores_backward(grad_ap, S, rel, coef, M, -1.0, 1.0)
+    rc, eG = emu.backward(S, _slopes(ecoef, grad_ap, M), mask=rel, M=M)
+    assert rc == 0
+    torch.testing.assert_close(eG[0, 0], G[0, 0], rtol=1e-9, atol=1e-12)
+
+
 def test_emulated_forward_deterministic(emu):
     s = (torch.rand(3, 20000, dtype=torch.float64) * 0.2 - 0.1).to(torch.float64)  # crowded bins
     rel = torch.rand(3, 20000) < 0.1
@@ -396,6 +478,105 @@ def test_emulated_forward_deterministic(emu):
             assert torch.equal(a, b)
     want = torch.ops.apl.ap_scores(s, rel, 20, -1.0, 1.0, 0)
     _emu_close(runs[0][3], want[2], torch.float64)
+
+
+# --- the emulator itself: deliberately broken kernels (tests/cuda_emu/emu_broken.cu) ------------
+
+
+@pytest.fixture(scope="module")
+def broken_kernels(tmp_path_factory):
+    """The broken kernels, rewritten by transform.py and compiled against the emulator; returns a
+    runner of one case (a subprocess, so that a hang cannot take the test session with it)."""
+    if shutil.which("g++") is None:
+        pytest.skip("no g++")
+    sys.path.insert(0, str(EMU_DIR))
+    try:
+        from transform import transform
+    finally:
+        sys.path.pop(0)
+    d = tmp_path_factory.mktemp("emu_broken")
+    src = d / "emu_broken.cpp"
+    src.write_text(transform((EMU_DIR / "emu_broken.cu").read_text(), need_extern=False))
+    exe = d / "emu_broken"
+    res = _run(["g++", "-std=c++20", "-O1", "-pthread", "-I", str(EMU_DIR), "-include",
+                str(EMU_DIR / "cuda_runtime_api.h"), str(src), "-o", str(exe)])
+    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
+        pytest.skip("the C++ library lacks C++20 headers")
+    assert res.returncode == 0, f"building the broken kernels failed:\n{res.stderr[-4000:]}"
+
+    def run(case: str, **env) -> dict[str, dict[str, str]] | list[int]:
+        r = subprocess.run([str(exe), case], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, **env))
+        assert r.returncode == 0, r.stdout + r.stderr
+        if r.stdout.startswith("values:"):
+            return [int(v) for v in r.stdout.split()[1:]]
+        out = {}
+        for line in r.stdout.splitlines():
+            name, rest = line.split(" ", 1)
+            fields, msg = rest.split(" msg=", 1)
+            out[name] = dict(kv.split("=") for kv in fields.split())
+            out[name]["msg"] = msg
+        return out
+
+    return run
+
+
+CUDA_INVALID_VALUE, CUDA_INVALID_CONFIGURATION, CUDA_LAUNCH_TIMEOUT = "1", "9", "702"
+
+
+def _assert_launch_error(r: dict, code: str, msg: str):
+    # cudaPeekAtLastError keeps the error, cudaGetLastError returns and clears it; nothing ran
+    assert (r["peek"], r["peek2"], r["get"], r["after"]) == (code, code, code, "0"), r
+    assert msg in r["msg"]
+
+
+def test_emulator_accepts_launches_at_the_limits(broken_kernels):
+    r = broken_kernels("limits_ok")
+    assert r["smem48k_1024threads"]["peek"] == "0" and r["block_z64"]["peek"] == "0"
+    assert r["block_z64"]["runs"] == str(3 * 2 * (2 * 64))  # threads with x == 0, in all 6 blocks
+
+
+def test_emulator_rejects_too_many_threads(broken_kernels):
+    r = broken_kernels("threads")
+    _assert_launch_error(r["threads1025"], CUDA_INVALID_CONFIGURATION, "at most 1024 threads")
+    _assert_launch_error(r["block_z65"], CUDA_INVALID_CONFIGURATION, "at most 1024 threads")
+    assert r["block_z65"]["runs"] == "0"
+
+
+def test_emulator_rejects_grid_beyond_limits(broken_kernels):
+    r = broken_kernels("grid")
+    _assert_launch_error(r["grid_y70000"], CUDA_INVALID_CONFIGURATION, "y, z <= 65535")
+    _assert_launch_error(r["grid_z65536"], CUDA_INVALID_CONFIGURATION, "y, z <= 65535")
+    assert r["grid_z65536"]["runs"] == "0"
+
+
+def test_emulator_rejects_too_much_shared_memory(broken_kernels):
+    _assert_launch_error(broken_kernels("dynamic_smem")["dynamic"], CUDA_INVALID_VALUE, "shared memory")
+    r = broken_kernels("static_smem")
+    assert r["static40k_dynamic8k"]["peek"] == "0"  # 40 KiB static + 8 KiB dynamic: at the limit
+    _assert_launch_error(r["static40k_dynamic9k"], CUDA_INVALID_VALUE, "static + dynamic")
+    assert r["static40k_dynamic9k"]["runs"] == "1"  # the rejected launch did not run
+
+
+POISON32 = 0xCDCDCDCD
+
+
+def test_emulator_poisons_static_shared_memory(broken_kernels):
+    assert broken_kernels("uninitialised") == [POISON32] * (3 * 64)  # never written: poison, not 0
+    assert broken_kernels("carry_over") == [POISON32] * 8  # no value survives from another block
+
+
+def test_emulator_shuffles_block_order(broken_kernels):
+    order = broken_kernels("order")
+    assert sorted(order) == list(range(64)) and order != list(range(64))
+    assert broken_kernels("order", APL_EMU_SEED="7") != order  # the seed changes the order
+
+
+def test_emulator_watchdog_turns_a_deadlock_into_an_error(broken_kernels):
+    r = broken_kernels("deadlock", APL_EMU_WATCHDOG_S="1")
+    _assert_launch_error(r["deadlock"], CUDA_LAUNCH_TIMEOUT, "barrier deadlock")
+    assert "a __syncthreads not reached by every thread" in r["deadlock"]["msg"]
+    assert r["after_deadlock"]["peek"] == "0" and r["after_deadlock"]["runs"] == "1"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -617,6 +798,19 @@ def test_non_finite_embeddings_raise(bad):
         apl.ap_loss(x, y, backend="cuda")
     with pytest.raises(ValueError, match="NaN or Inf"):
         apl.ap_loss(x, y, backend="cuda", chunk_size=5)
+
+
+@needs_cuda
+def test_launch_limits_raise_value_error():
+    """Sizes past a launch's limits raise a ValueError naming the limit, before any allocation
+    (empty or narrow tensors: nothing large is needed to reach them)."""
+    s = torch.empty(2**31, 0, device="cuda")
+    with pytest.raises(ValueError, match=r"at most 2147483647 query rows per launch"):
+        torch.ops.apl.ap_scores(s, torch.empty(2**31, 0, dtype=torch.bool, device="cuda"), 20, -1.0, 1.0, 0)
+    B = 65535 * 32 + 1
+    x, y = torch.zeros(B, 1, device="cuda"), torch.zeros(B, dtype=torch.int64, device="cuda")
+    with pytest.raises(ValueError, match=r"B <= 2097120 .*got B = 2097121; pass chunk_size"):
+        torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)
 
 
 @needs_cuda

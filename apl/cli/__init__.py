@@ -23,14 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add(sub)
     tools_cmd.add_check_images(sub)
     tools_cmd.add_bench(sub)
+    sub.add_parser("selftest", add_help=False, help="check the compiled kernels against the reference"
+                   ).set_defaults(func=lambda a: _selftest(a.rest))
     return p
+
+
+def _selftest(rest: list[str]) -> int:
+    from ..selftest import cli_main
+
+    return cli_main(rest)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     a, rest = parser.parse_known_args(argv)
-    if rest and a.command != "bench":
+    if rest and a.command not in ("bench", "selftest"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     a.rest = rest
     a.argv = argv

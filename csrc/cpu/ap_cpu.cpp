@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "../ap_math.h"
@@ -52,16 +53,18 @@ void locate_block(const T* __restrict s, int64_t n, const Bins<T>& bins, int32_t
 }
 
 // Accumulate one row's histograms over items [j0, j1) into the lanes: lane l holds p at
-// hist + 2*M*l and n right after it. Returns the sum of the scores, used only to detect NaN/Inf
-// without a branch per element.
+// hist + 2*M*l and n right after it. Returns whether every score was finite: a per-element test
+// folded into the same pass without a branch (a row sum would overflow for finite float64 scores
+// such as two of 1e308, and raise where nothing is wrong).
 //
 // With `idx` (unit-gradient strategy), also records for every item the entry of the row's
 // derivative table it will read in the second pass: m for a negative, M - 1 + m for a positive,
 // 2 * (M - 1) (a zero) where the score has no gradient.
 template <typename T, typename Rel>
-double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
+bool accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins<T>& b,
                   int64_t M, double* hist, int64_t& npos, int32_t* idx) {
-  double sum[kLanes] = {0.0, 0.0, 0.0, 0.0};
+  constexpr T kMax = std::numeric_limits<T>::max();
+  bool finite[kLanes] = {true, true, true, true};
   int64_t count[kLanes] = {0, 0, 0, 0};
   int32_t bin[kBlock];
   T frac[kBlock];
@@ -72,7 +75,7 @@ double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins
     locate_block(s + c0, n_items, b, bin, frac, grad);
     auto add = [&](int lane, int64_t k) {
       const int64_t j = c0 + k;
-      sum[lane] += s[j];
+      finite[lane] &= std::abs(s[j]) <= kMax;  // false for NaN and +-Inf
       const int32_t m = bin[k];
       const T w1 = frac[k], w0 = T(1) - w1;
       double* p = hist + 2 * M * lane;
@@ -94,7 +97,7 @@ double accumulate(const T* s, int64_t j0, int64_t j1, const Rel& rel, const Bins
     for (; k < n_items; ++k) add(0, k);
   }
   npos += count[0] + count[1] + count[2] + count[3];
-  return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+  return finite[0] & finite[1] & finite[2] & finite[3];
 }
 
 // Folds lanes 1.. into lane 0 (fixed order).
@@ -150,17 +153,17 @@ void forward_rows(const at::Tensor& S, int64_t self_offset, const BinParams& prm
       const T* row = s + r * N;
       const auto rel = make_rel(r);
       int64_t count = 0;
-      double sum;
+      bool finite;
       const int64_t self = self_offset >= 0 ? self_offset + r : -1;
       if (self >= 0 && self < N) {  // leave the query itself out, without a branch per element
-        sum = accumulate(row, 0, self, rel, b, M, hist.data(), count, idx);
-        sum += accumulate(row, self + 1, N, rel, b, M, hist.data(), count, idx);
-        if (!std::isfinite(static_cast<double>(row[self]))) sum = NAN;
+        finite = accumulate(row, 0, self, rel, b, M, hist.data(), count, idx);
+        finite &= accumulate(row, self + 1, N, rel, b, M, hist.data(), count, idx);
+        finite &= std::isfinite(static_cast<double>(row[self]));
         if (idx != nullptr) idx[self] = no_grad;
       } else {
-        sum = accumulate(row, 0, N, rel, b, M, hist.data(), count, idx);
+        finite = accumulate(row, 0, N, rel, b, M, hist.data(), count, idx);
       }
-      if (!std::isfinite(sum)) __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
+      if (!finite) __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
       reduce_lanes(hist.data(), M);
       double* cp = coef_p + r * 2 * M;
       ap_p[r] = static_cast<T>(ap_and_coefficients(hist.data(), hist.data() + M,

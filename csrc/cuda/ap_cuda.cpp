@@ -65,9 +65,13 @@ void run_forward(apl::cuda::RowArgs<T> a, const BinParams& p, at::Tensor& ap, at
   TORCH_CHECK(npos.numel() == a.R && coef.numel() == a.R * 2 * p.M && nonfinite.numel() >= 1,
               "apl: forward outputs have the wrong sizes");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // Partial histograms of split rows, from the caching allocator (allowed under graph capture).
+  const size_t ws_bytes = apl::cuda::forward_workspace_bytes(a);
+  at::Tensor ws;
+  if (ws_bytes > 0) ws = at::empty({static_cast<int64_t>(ws_bytes)}, coef.options().dtype(at::kByte));
   C10_CUDA_CHECK(apl::cuda::forward(a, ap.data_ptr<T>(), npos.data_ptr<int64_t>(),
                                     coef.data_ptr<double>(), nonfinite.data_ptr<int32_t>(),
-                                    stream));
+                                    ws_bytes > 0 ? ws.data_ptr() : nullptr, stream));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -179,8 +183,16 @@ bool can_sync() {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 }
 
-const RowKernels kCudaKernels{forward_labels, forward_mask,           backward_labels,
-                              backward_mask,  backward_self_symmetric, can_sync};
+const RowKernels kCudaKernels{forward_labels,
+                              forward_mask,
+                              backward_labels,
+                              backward_mask,
+                              backward_self_symmetric,
+                              can_sync,
+                              nullptr,
+                              nullptr,
+                              apl::cuda::max_rows(),
+                              apl::cuda::max_symmetric_batch()};
 
 
 }  // namespace

@@ -56,14 +56,21 @@ int fixed_shift(int64_t N) { return 62 - bit_length(N); }
 template <typename T>
 __device__ __forceinline__ unsigned long long to_fixed(T w, double scale) {
   // w in [0, 1]; scaling by a power of two is exact, the rounding to an integer is the only one.
-  return __double2ull_rn(static_cast<double>(w) * scale);
+  // A positive weight never rounds to 0: the gradient pass assigns the score to this bin pair, so
+  // the histogram must see the bin as non-empty too (else, when this bin and all above it hold
+  // nothing else, the coefficients come from the N == 0 branch and disagree with the CPU kernel).
+  const unsigned long long u = __double2ull_rn(static_cast<double>(w) * scale);
+  return (u == 0ull && w > T(0)) ? 1ull : u;
 }
 
-template <typename T, bool kMask>
+// kPartial: this block bins columns [blockIdx.y * per, ...) of row blockIdx.x and writes its exact
+// integer histograms and count to `partial` (forward_finish_kernel sums them); otherwise one block
+// bins the whole row and finishes it.
+template <typename T, bool kMask, bool kPartial>
 __global__ void __launch_bounds__(kForwardThreads)
     forward_kernel(const RowArgs<T> a, const int copies, const int shift, T* __restrict__ ap,
                    int64_t* __restrict__ npos, double* __restrict__ coef,
-                   int32_t* __restrict__ nonfinite) {
+                   int32_t* __restrict__ nonfinite, unsigned long long* __restrict__ partial) {
   extern __shared__ unsigned long long hist[];  // copies x [p (M) | n (M)]
   __shared__ unsigned long long s_count;
   const int M = a.M;
@@ -98,7 +105,10 @@ __global__ void __launch_bounds__(kForwardThreads)
     c_n0 = c_n1 = c_p0 = c_p1 = 0;
   };
   int bad = 0;
-  for (int64_t j = tid; j < N; j += blockDim.x) {
+  const int64_t per = (N + gridDim.y - 1) / gridDim.y;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * per;
+  const int64_t j1 = j0 + per < N ? j0 + per : N;
+  for (int64_t j = j0 + tid; j < j1; j += blockDim.x) {
     const T v = row[j];
     bad |= !isfinite(v);  // the self column too, as on the CPU
     if (j == self) continue;
@@ -123,6 +133,16 @@ __global__ void __launch_bounds__(kForwardThreads)
   // Every writer stores the same 1: the outcome does not depend on the order.
   if (__syncthreads_or(bad) && tid == 0) *nonfinite = 1;
 
+  if (kPartial) {  // this block's share of the row (s_count is complete after the barrier above)
+    unsigned long long* out = partial + (r * gridDim.y + blockIdx.y) * (2 * M + 1);
+    for (int i = tid; i < 2 * M; i += blockDim.x) {
+      unsigned long long s = 0ull;
+      for (int c = 0; c < copies; ++c) s += hist[c * 2 * M + i];
+      out[i] = s;
+    }
+    if (tid == 0) out[2 * M] = s_count;
+    return;
+  }
   // Sum the per-warp copies (exact, integer) and convert each bin to double in place: thread t
   // reads only index i of every copy and then overwrites index i of copy 0, and no other thread
   // touches index i.
@@ -140,6 +160,32 @@ __global__ void __launch_bounds__(kForwardThreads)
                                          cp, cp + M);
     ap[r] = static_cast<T>(v);
     npos[r] = static_cast<int64_t>(s_count);
+  }
+}
+
+// Second level of a split row: sums the `split` partial histograms of row blockIdx.x (integers:
+// exact, so the result is bitwise that of one block binning the whole row), converts them to
+// double and turns them into the row's AP and coefficients.
+template <typename T>
+__global__ void __launch_bounds__(kForwardThreads)
+    forward_finish_kernel(const int M, const int split, const int shift, const int64_t variant,
+                          const unsigned long long* __restrict__ partial, T* __restrict__ ap,
+                          int64_t* __restrict__ npos, double* __restrict__ coef) {
+  extern __shared__ double fin[];  // [p (M) | n (M) | count]
+  const int64_t r = blockIdx.x;
+  const unsigned long long* base = partial + r * split * (2 * M + 1);
+  const double inv_scale = ldexp(1.0, -shift);
+  for (int i = threadIdx.x; i < 2 * M + 1; i += blockDim.x) {
+    unsigned long long s = 0ull;
+    for (int k = 0; k < split; ++k) s += base[static_cast<int64_t>(k) * (2 * M + 1) + i];
+    fin[i] = i < 2 * M ? __ull2double_rn(s) * inv_scale : static_cast<double>(s);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double* cp = coef + r * 2 * M;
+    const double count = fin[2 * M];
+    ap[r] = static_cast<T>(ap_and_coefficients(fin, fin + M, M, count, variant, cp, cp + M));
+    npos[r] = static_cast<int64_t>(count);
   }
 }
 
@@ -225,33 +271,81 @@ __global__ void __launch_bounds__(kTile* kTileRows)
 }
 
 int max_bins() { return kSharedBudget / kBytesPerBin; }
+constexpr int64_t kMaxRows = 0x7fffffffLL;                // grid.x
+constexpr int64_t kMaxSymmetricBatch = 65535LL * kTile;  // tiles per grid dimension
 
 // Sizes the kernels handle, and the pointers they will read (none when R * N == 0).
 template <typename T>
 bool valid(const RowArgs<T>& a) {
-  if (a.M < 2 || a.M > max_bins() || a.R < 0 || a.N < 0 || a.R > 0x7fffffffLL) return false;
+  if (a.M < 2 || a.M > max_bins() || a.R < 0 || a.N < 0 || a.R > kMaxRows) return false;
   if (a.R == 0 || a.N == 0) return true;
   if (a.S == nullptr) return false;
   return a.use_mask ? a.mask != nullptr : (a.q_labels != nullptr && a.x_labels != nullptr);
 }
 
+// Blocks per row of the forward pass. Long rows are split so that a few rows still fill the GPU:
+// about 1024 blocks in all, each with at least 16 scores per thread, and at most 64 MiB of
+// partial histograms. a.forward_blocks_per_row > 0 forces a value (tests).
+template <typename T>
+int64_t forward_split(const RowArgs<T>& a) {
+  if (a.R <= 0 || a.N <= 0) return 1;
+  int64_t split = a.forward_blocks_per_row;
+  if (split <= 0) {
+    const int64_t min_cols = 16LL * kForwardThreads;
+    split = (a.N + min_cols - 1) / min_cols;
+    const int64_t want = (1024 + a.R - 1) / a.R;
+    if (split > want) split = want;
+    const int64_t cap = (int64_t{64} << 20) / (8 * (2 * static_cast<int64_t>(a.M) + 1) * a.R);
+    if (split > cap) split = cap;
+  }
+  if (split > 65535) split = 65535;
+  return split < 1 ? 1 : split;
+}
+
+template <typename T>
+size_t workspace_bytes(const RowArgs<T>& a) {
+  if (!valid(a)) return 0;
+  const int64_t split = forward_split(a);
+  return split > 1 ? static_cast<size_t>(a.R * split * (2 * static_cast<int64_t>(a.M) + 1)) * 8 : 0;
+}
+
 template <typename T>
 cudaError_t launch_forward(const RowArgs<T>& a, T* ap, int64_t* npos, double* coef,
-                           int32_t* nonfinite, cudaStream_t stream) {
+                           int32_t* nonfinite, unsigned long long* workspace,
+                           cudaStream_t stream) {
   if (!valid(a)) return cudaErrorInvalidValue;
   if (a.R == 0) return cudaSuccess;
   int copies = kSharedBudget / (kBytesPerBin * a.M);
   if (copies > kForwardWarps) copies = kForwardWarps;
   const size_t smem = static_cast<size_t>(copies) * kBytesPerBin * a.M;
-  const dim3 grid(static_cast<unsigned>(a.R));
   const int shift = fixed_shift(a.N);
-  if (a.use_mask) {
-    forward_kernel<T, true><<<grid, kForwardThreads, smem, stream>>>(a, copies, shift, ap, npos,
-                                                                     coef, nonfinite);
-  } else {
-    forward_kernel<T, false><<<grid, kForwardThreads, smem, stream>>>(a, copies, shift, ap, npos,
-                                                                      coef, nonfinite);
+  const int64_t split = forward_split(a);
+  if (split == 1) {
+    const dim3 grid(static_cast<unsigned>(a.R));
+    if (a.use_mask) {
+      forward_kernel<T, true, false><<<grid, kForwardThreads, smem, stream>>>(
+          a, copies, shift, ap, npos, coef, nonfinite, nullptr);
+    } else {
+      forward_kernel<T, false, false><<<grid, kForwardThreads, smem, stream>>>(
+          a, copies, shift, ap, npos, coef, nonfinite, nullptr);
+    }
+    return cudaPeekAtLastError();
   }
+  if (workspace == nullptr) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(a.R), static_cast<unsigned>(split));
+  if (a.use_mask) {
+    forward_kernel<T, true, true><<<grid, kForwardThreads, smem, stream>>>(
+        a, copies, shift, ap, npos, coef, nonfinite, workspace);
+  } else {
+    forward_kernel<T, false, true><<<grid, kForwardThreads, smem, stream>>>(
+        a, copies, shift, ap, npos, coef, nonfinite, workspace);
+  }
+  const cudaError_t e = cudaPeekAtLastError();
+  if (e != cudaSuccess) return e;
+  const size_t fin_smem = (2 * static_cast<size_t>(a.M) + 1) * sizeof(double);
+  const dim3 rows(static_cast<unsigned>(a.R));
+  forward_finish_kernel<T><<<rows, kForwardThreads, fin_smem, stream>>>(
+      a.M, static_cast<int>(split), shift, a.variant, workspace, ap, npos, coef);
   return cudaPeekAtLastError();
 }
 
@@ -281,10 +375,9 @@ cudaError_t launch_backward(const RowArgs<T>& a, const double* slopes, T* G,
 template <typename T>
 cudaError_t launch_symmetric(const T* S, int64_t B, const int64_t* labels, const double* slopes,
                              int M, double lo, double hi, T* H, cudaStream_t stream) {
-  if (M < 2 || B < 0) return cudaErrorInvalidValue;
+  if (M < 2 || B < 0 || B > kMaxSymmetricBatch) return cudaErrorInvalidValue;
   if (B == 0) return cudaSuccess;
   const int64_t tiles = (B + kTile - 1) / kTile;
-  if (tiles > 65535) return cudaErrorInvalidValue;  // B > 2^21: S alone would be 16 TiB
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(tiles));
   const dim3 block(kTile, kTileRows);
   symmetric_kernel<T><<<grid, block, 0, stream>>>(S, B, labels, slopes, M, lo, hi, H);
@@ -296,14 +389,20 @@ cudaError_t launch_symmetric(const T* S, int64_t B, const int64_t* labels, const
 // One copy of the forward histograms must fit; the backward slope table (16 (M - 1) bytes) is
 // smaller.
 int max_num_bins() { return max_bins(); }
+int64_t max_rows() { return kMaxRows; }
+int64_t max_symmetric_batch() { return kMaxSymmetricBatch; }
 
+size_t forward_workspace_bytes(const RowArgs<float>& a) { return workspace_bytes(a); }
+size_t forward_workspace_bytes(const RowArgs<double>& a) { return workspace_bytes(a); }
 cudaError_t forward(const RowArgs<float>& a, float* ap, int64_t* npos, double* coef,
-                    int32_t* nonfinite, cudaStream_t stream) {
-  return launch_forward(a, ap, npos, coef, nonfinite, stream);
+                    int32_t* nonfinite, void* workspace, cudaStream_t stream) {
+  return launch_forward(a, ap, npos, coef, nonfinite, static_cast<unsigned long long*>(workspace),
+                        stream);
 }
 cudaError_t forward(const RowArgs<double>& a, double* ap, int64_t* npos, double* coef,
-                    int32_t* nonfinite, cudaStream_t stream) {
-  return launch_forward(a, ap, npos, coef, nonfinite, stream);
+                    int32_t* nonfinite, void* workspace, cudaStream_t stream) {
+  return launch_forward(a, ap, npos, coef, nonfinite, static_cast<unsigned long long*>(workspace),
+                        stream);
 }
 cudaError_t backward(const RowArgs<float>& a, const double* slopes, float* G,
                      cudaStream_t stream) {

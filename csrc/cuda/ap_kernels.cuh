@@ -21,6 +21,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace apl {
@@ -38,17 +39,28 @@ struct RowArgs {
   int M = 20;
   double lo = -1.0, hi = 1.0;
   int64_t variant = 0;
+  int64_t forward_blocks_per_row = 0;  // 0: chosen by the forward launcher (forced by tests)
 };
 
 // The largest number of bins the kernels handle (3056: one copy of the forward histograms,
 // 16 bytes per bin, must fit in the 48 KiB of shared memory a block gets without an opt-in).
 int max_num_bins();
 
-// Binning, AP and coefficients of every row: one block per row.
+// Launch limits (checked by the ops with a ValueError naming them; a launcher returns
+// cudaErrorInvalidValue beyond them): query rows per forward/backward launch (grid.x), and B of
+// the self-retrieval symmetric backward (B / 32 tiles per grid dimension, at most 65535).
+int64_t max_rows();
+int64_t max_symmetric_batch();
+
+// Binning, AP and coefficients of every row. Short rows: one block per row. Long rows (few of
+// them): split over several blocks, whose exact integer histograms are summed by a second kernel;
+// that needs forward_workspace_bytes(a) bytes of device memory at `workspace` (0: may be null).
+size_t forward_workspace_bytes(const RowArgs<float>& a);
+size_t forward_workspace_bytes(const RowArgs<double>& a);
 cudaError_t forward(const RowArgs<float>& a, float* ap, int64_t* npos, double* coef,
-                    int32_t* nonfinite, cudaStream_t stream);
+                    int32_t* nonfinite, void* workspace, cudaStream_t stream);
 cudaError_t forward(const RowArgs<double>& a, double* ap, int64_t* npos, double* coef,
-                    int32_t* nonfinite, cudaStream_t stream);
+                    int32_t* nonfinite, void* workspace, cudaStream_t stream);
 
 // G = dL/dS, row by row (labels with optional self-exclusion, or mask).
 cudaError_t backward(const RowArgs<float>& a, const double* slopes, float* G,

@@ -73,7 +73,14 @@ void run(int64_t R, int64_t N, int M, bool self) {
     a.self_offset = (!use_mask && self) ? 0 : -1;
     for (int64_t v = 0; v < 3; ++v) {
       a.variant = v;
-      check(apl::cuda::forward(a, ptr(ap), ptr(npos), ptr(coef), ptr(flag), nullptr), "forward", R, N, M);
+      // the launcher's split, and rows forced over 3 blocks (two-level reduction)
+      for (int64_t split : {int64_t{0}, int64_t{3}}) {
+        a.forward_blocks_per_row = split;
+        std::vector<unsigned long long> ws(apl::cuda::forward_workspace_bytes(a) / 8);
+        check(apl::cuda::forward(a, ptr(ap), ptr(npos), ptr(coef), ptr(flag), ptr(ws), nullptr),
+              "forward", R, N, M);
+      }
+      a.forward_blocks_per_row = 0;
     }
     check(apl::cuda::backward(a, ptr(sl), ptr(G), nullptr), "backward", R, N, M);
   }
