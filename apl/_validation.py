@@ -54,20 +54,33 @@ def check_chunk_size(chunk_size) -> int:
     return chunk_size
 
 
-def check_matrix(x, name: str) -> torch.Tensor:
+def check_matrix(x, name: str, shape: str = "n, dim") -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must be 2-D ({shape}), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     return x
 
 
+def require(ok: torch.Tensor, message: str) -> None:
+    """Raises ValueError(message) unless the bool tensor `ok` is true.
+
+    Eagerly this is one host sync. Inside torch.compile a Python branch on tensor data would
+    break the graph, so the check becomes an in-graph assertion instead (`torch._assert_async`,
+    kept by the compiler as a side effect): it still stops the step, as a RuntimeError whose text
+    is `message`.
+    """
+    if torch.compiler.is_compiling():
+        torch._assert_async(ok, message)
+    elif not bool(ok):
+        raise ValueError(message)
+
+
 def check_finite(x: torch.Tensor, name: str) -> None:
-    """Data-dependent (one host sync); used by the reference, the kernels check in their pass."""
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contain NaN or Inf values")
+    """Data-dependent; used by the reference (the kernels check in their own pass)."""
+    require(torch.isfinite(x).all(), f"{name} contain NaN or Inf values")
 
 
 def check_labels(labels, n: int, name: str, like: torch.Tensor, like_name: str) -> torch.Tensor:
@@ -96,8 +109,7 @@ def check_weights(w, n: int, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"query_weights must have shape ({n},), got {tuple(w.shape)}")
     check_same_device(w, "query_weights", like, "embeddings")
     w = w.to(torch.float64 if like.dtype == torch.float64 else torch.float32)
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-        raise ValueError("query_weights must be finite and >= 0")
+    require((torch.isfinite(w) & (w >= 0)).all(), "query_weights must be finite and >= 0")
     return w
 
 
@@ -135,7 +147,7 @@ def check_embeddings_pair(
 
 
 def check_scores_relevance(scores, relevance) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = check_matrix(scores, "scores")
+    scores = check_matrix(scores, "scores", "B, N: one row of scores per query")
     if not isinstance(relevance, torch.Tensor):
         raise TypeError(f"relevance must be a torch.Tensor, got {type(relevance).__name__}")
     if relevance.shape != scores.shape:
@@ -144,8 +156,10 @@ def check_scores_relevance(scores, relevance) -> tuple[torch.Tensor, torch.Tenso
         )
     check_same_device(relevance, "relevance", scores, "scores")
     if relevance.dtype != torch.bool:
-        if relevance.is_complex() or not bool(((relevance == 0) | (relevance == 1)).all()):
-            raise ValueError("relevance must hold only 0 and 1 (or be a bool tensor)")
+        message = "relevance must hold only 0 and 1 (or be a bool tensor)"
+        if relevance.is_complex():
+            raise ValueError(message)
+        require(((relevance == 0) | (relevance == 1)).all(), message)
         relevance = relevance != 0
     return scores, relevance
 

@@ -59,3 +59,18 @@ def resolve(backend: str, device: torch.device) -> str:
         _warned.add(reason)
         warnings.warn(f"apl: using the pure-PyTorch reference backend: {reason}", RuntimeWarning, stacklevel=3)
     return "torch"
+
+
+@torch.compiler.assume_constant_result
+def _resolve_constant(backend: str, device_type: str, device_index: int) -> str:
+    return resolve(backend, torch.device(device_type, device_index) if device_index >= 0 else torch.device(device_type))
+
+
+def resolve_for(backend: str, device: torch.device) -> str:
+    """`resolve`, also inside torch.compile(fullgraph=True): there the availability queries (which
+    return Python values) cannot be traced, so the compiler runs the resolution once while tracing
+    and keeps its result as a constant of the graph."""
+    if torch.compiler.is_compiling():
+        return _resolve_constant(backend, device.type, -1 if device.index is None else device.index)
+    return resolve(backend, device)
+

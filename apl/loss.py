@@ -20,9 +20,15 @@ class APLoss(nn.Module):
         class_balanced: weigh each query by 1 / (queries of its class in the batch).
         backend: "auto", "torch", "cpu" or "cuda".
         chunk_size: stream over blocks of queries (memory O(chunk x N) instead of O(B x N)).
+        normalize: L2-normalise the embeddings (and reference embeddings) first. On by default,
+            as in pytorch-metric-learning's losses: the bins cover cosine similarities, and raw
+            model outputs of norm 10 would put most scores outside (-1, 1), where the loss has no
+            gradient. For rows that are already unit-norm it changes nothing but rounding and
+            costs O(B x D), against the loss's O(B x N x D). Pass False to bin raw dot products
+            (with your own `score_range`).
 
     forward(embeddings, labels, ref_embeddings=None, ref_labels=None, query_weights=None) takes
-    L2-normalised (B, D) embeddings and (B,) integer labels and returns a scalar.
+    (B, D) embeddings and (B,) integer labels and returns a scalar.
     """
 
     def __init__(
@@ -33,6 +39,7 @@ class APLoss(nn.Module):
         class_balanced: bool = False,
         backend: str = "auto",
         chunk_size: Optional[int] = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         self.num_bins = V.check_num_bins(num_bins)
@@ -43,6 +50,7 @@ class APLoss(nn.Module):
         self.backend = V.check_backend(backend)
         V.check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
+        self.normalize = bool(normalize)
 
     def forward(
         self,
@@ -64,10 +72,12 @@ class APLoss(nn.Module):
             class_balanced=self.class_balanced,
             backend=self.backend,
             chunk_size=self.chunk_size,
+            normalize=self.normalize,
         )
 
     def extra_repr(self) -> str:
         return (
             f"num_bins={self.num_bins}, score_range={self.score_range}, variant={self.variant!r}, "
-            f"class_balanced={self.class_balanced}, backend={self.backend!r}, chunk_size={self.chunk_size}"
+            f"class_balanced={self.class_balanced}, backend={self.backend!r}, chunk_size={self.chunk_size}, "
+            f"normalize={self.normalize}"
         )

@@ -929,7 +929,7 @@ def test_torch_compile_cuda(compile_backend, chunk_size):
     def step(e):
         return loss_fn(torch.nn.functional.normalize(e * 2.0, dim=1), y)
 
-    compiled = torch.compile(step, backend=compile_backend, fullgraph=False)
+    compiled = torch.compile(step, backend=compile_backend, fullgraph=True)
     xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
     le, lc = step(xe), compiled(xc)
     le.backward()
