@@ -40,11 +40,12 @@ if _C is not None:
         return torch.empty_like(embeddings)
 
     @torch.library.register_fake("apl::ap_ref")
-    def _(queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size):
+    def _(queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size, self_offset=-1):
         return _forward_fakes(queries, queries.shape[0], refs.shape[0], num_bins, chunk_size, True)
 
     @torch.library.register_fake("apl::ap_ref_backward")
-    def _(grad_ap, queries, query_labels, refs, ref_labels, coef, scores, num_bins, lo, hi, chunk_size):
+    def _(grad_ap, queries, query_labels, refs, ref_labels, coef, scores, num_bins, lo, hi, chunk_size,
+          self_offset=-1):
         return torch.empty_like(queries), torch.empty_like(refs)
 
     @torch.library.register_fake("apl::ap_scores")
@@ -74,20 +75,21 @@ if _C is not None:
     torch.library.register_autograd("apl::ap_self", _backward_self, setup_context=_setup_self)
 
     def _setup_ref(ctx, inputs, output):
-        queries, query_labels, refs, ref_labels, num_bins, lo, hi, _variant, chunk_size = inputs
+        queries, query_labels, refs, ref_labels, num_bins, lo, hi, _variant, chunk_size = inputs[:9]
+        self_offset = inputs[9] if len(inputs) > 9 else -1
         _ap, _npos, coef, scores = output
         ctx.save_for_backward(queries, query_labels, refs, ref_labels, coef, scores)
-        ctx.args = (num_bins, lo, hi, chunk_size)
+        ctx.args = (num_bins, lo, hi, chunk_size, self_offset)
         ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
 
     def _backward_ref(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
         queries, query_labels, refs, ref_labels, coef, scores = ctx.saved_tensors
         if grad_ap is None:
-            return (None,) * 9
+            return (None,) * 10
         dq, dx = torch.ops.apl.ap_ref_backward(
             grad_ap, queries, query_labels, refs, ref_labels, coef, scores, *ctx.args
         )
-        return dq, None, dx, None, None, None, None, None, None
+        return dq, None, dx, None, None, None, None, None, None, None
 
     torch.library.register_autograd("apl::ap_ref", _backward_ref, setup_context=_setup_ref)
 
@@ -114,10 +116,11 @@ def self_ap(embeddings, labels, num_bins, lo, hi, variant, chunk_size):
     return ap, npos
 
 
-def ref_ap(queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size):
-    """(ap, npos) of each query against a separate database, with the compiled kernels."""
+def ref_ap(queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size, self_offset=-1):
+    """(ap, npos) of each query against a separate database, with the compiled kernels; with
+    self_offset >= 0, query i is row self_offset + i of refs and is left out of its ranking."""
     ap, npos, _coef, _scores = torch.ops.apl.ap_ref(
-        queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size
+        queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size, self_offset
     )
     return ap, npos
 

@@ -146,6 +146,22 @@ def check_embeddings_pair(
     return embeddings, labels, ref_embeddings, ref_labels
 
 
+def check_ref_includes_queries(flag, embeddings: torch.Tensor, ref_embeddings: Optional[torch.Tensor]) -> int:
+    """The ops' self_offset: 0 when the first B rows of the reference set are the queries, else -1."""
+    if not isinstance(flag, bool):
+        raise TypeError(f"ref_includes_queries must be a bool, got {type(flag).__name__}")
+    if not flag:
+        return -1
+    if ref_embeddings is None:
+        raise ValueError("ref_includes_queries=True needs ref_embeddings (the queries followed by other items)")
+    if ref_embeddings.shape[0] < embeddings.shape[0]:
+        raise ValueError(
+            f"ref_includes_queries=True: ref_embeddings must start with the {embeddings.shape[0]} queries, "
+            f"got only {ref_embeddings.shape[0]} rows"
+        )
+    return 0
+
+
 def check_scores_relevance(scores, relevance) -> tuple[torch.Tensor, torch.Tensor]:
     scores = check_matrix(scores, "scores", "B, N: one row of scores per query")
     if not isinstance(relevance, torch.Tensor):

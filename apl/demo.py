@@ -1,5 +1,5 @@
-"""`apl demo`: the AP loss against a triplet and a contrastive loss on the bundled digits, and the
-paper's parameter studies at this scale. Same network, optimizer, batches and epochs for every
+"""`apl demo`: the AP losses against pytorch-metric-learning's baselines on the bundled digits, and
+the paper's parameter studies at this scale. Same network, optimizer, batches and epochs for every
 run; training on digits 0-4, retrieval evaluated on the unseen digits 5-9."""
 from __future__ import annotations
 
@@ -21,13 +21,23 @@ STUDIES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
         [("uniform", {"class_balanced": False, "imbalance": 0.4}), ("class-balanced", {"class_balanced": True, "imbalance": 0.4})],
     ),
     "whitening": ("PCA-whitening of the descriptors at test time", [("off", {"whitening": False}), ("on", {"whitening": True})]),
+    "memory": ("cross-batch memory: each batch of 256 also ranked against the last N training descriptors",
+               [(f"N={n}", {"memory": n}) for n in (0, 256, 512, 768)]),
 }
 
-DEMO_LOSSES = ("ap", "triplet", "contrastive")
+# Every loss of apl.losses, in the order of the table.
+DEMO_LOSSES = ("ap", "tie-aware", "triplet", "contrastive", "multi-similarity", "fastap", "smoothap")
+DEMO_EPOCHS, DEMO_SEEDS = 8, (0, 1, 2)
 
 
 def base_config(epochs: int, seed: int = 0) -> TrainConfig:
     return TrainConfig(dataset="digits", backbone="small_cnn", dim=32, batch_size=256, epochs=epochs, lr=1e-3, seed=seed)
+
+
+def comparison_config(epochs: int, seed: int = 0) -> TrainConfig:
+    """The loss comparison's setting: P x K batches (5 training classes x 50 images), which every
+    loss gets alike and Smooth-AP needs (equal class counts)."""
+    return dataclasses.replace(base_config(epochs, seed), batch_size=250, sampler="pk", images_per_class=50)
 
 
 def _run(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> tuple[list[dict], float, Trainer]:
@@ -40,10 +50,21 @@ def _run(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> tuple[list[
     return history, elapsed, trainer
 
 
+# Held-out metrics shown in the tables (those the evaluation reports; see retrieval_metrics).
+TABLE_METRICS = (("map", "mAP"), ("map@r", "MAP@R"), ("r-precision", "R-prec."), ("p@1", "P@1"), ("recall@10", "Recall@10"))
+
+
 def _table(rows: list[dict], key: str) -> str:
-    lines = [f"| {key} | held-out mAP | P@1 | P@10 | train time per run (s) |", "|---|---|---|---|---|"]
+    metrics = [(m, title) for m, title in TABLE_METRICS if all(m in r for r in rows)]
+    cost = any("step_ms" in r for r in rows)
+    head = [key] + [f"held-out {t}" for _, t in metrics] + (["loss step (ms)", "loss peak memory (MB)"] if cost else []) \
+        + ["train time per run (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" if r.get(m + "_std") is not None else f"{r[m]:.4f}" for m in ("map", "p@1", "p@10")]
+        cells = [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" if r.get(m + "_std") is not None else f"{r[m]:.4f}" for m, _ in metrics]
+        if cost:
+            cells += ["-" if r.get("step_ms") is None else f"{r['step_ms']:.1f}",
+                      "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.1f}"]
         lines.append(f"| {r[key]} | " + " | ".join(cells) + f" | {r['time_s']:.0f} |")
     return "\n".join(lines)
 
@@ -53,11 +74,30 @@ def _summary(key: str, name: str, finals: list[dict], times: list[float]) -> dic
     import statistics
 
     row = {key: name, "seeds": len(finals), "time_s": sum(times) / len(times), "runs": finals}
-    for m in ("map", "p@1", "p@10"):
-        values = [f[f"eval_{m}"] for f in finals]
-        row[m] = statistics.fmean(values)
-        row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else None
+    for m, _ in TABLE_METRICS:
+        if all(f"eval_{m}" in f for f in finals):
+            values = [f[f"eval_{m}"] for f in finals]
+            row[m] = statistics.fmean(values)
+            row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else None
     return row
+
+
+def _untrained_row(cfg: TrainConfig, seeds: tuple) -> dict:
+    """The held-out metrics of the network as initialised by each seed, before any training: on
+    these small images a random CNN already ranks digits well, and a loss must beat that."""
+    import torch
+
+    from .data import split_digits
+    from .train import retrieval_metrics
+    from .train.checkpoint import build_model
+
+    held_out = split_digits(cfg.train_classes)[1]
+    finals = []
+    for seed in seeds:
+        torch.manual_seed(seed)  # the trainer's initialisation for this seed
+        d, y = extract(build_model(cfg, 1).eval(), held_out)
+        finals.append({f"eval_{k}": v for k, v in retrieval_metrics(d, y).items()})
+    return _summary("loss", "untrained network", finals, [0.0] * len(seeds))
 
 
 def _runs(cfg: TrainConfig, out: Path, seeds: tuple, log: Callable[[str], None]):
@@ -70,20 +110,27 @@ def _runs(cfg: TrainConfig, out: Path, seeds: tuple, log: Callable[[str], None])
     return histories, times, trainer
 
 
-def run_demo(out: str | Path = "runs/demo", epochs: int = 15, seeds: tuple = (0, 1, 2, 3, 4), log: Callable[[str], None] = print) -> list[dict]:
-    """Trains the same network with each loss of DEMO_LOSSES, once per seed; writes results.json,
-    results.md, curves.png (training curves, first seed) and pr_curves.png (held-out
-    precision-recall, first seed)."""
+def run_demo(out: str | Path = "runs/demo", epochs: int = DEMO_EPOCHS, seeds: tuple = DEMO_SEEDS,
+             log: Callable[[str], None] = print, losses: tuple = DEMO_LOSSES) -> list[dict]:
+    """Trains the same network with each loss of `losses`, once per seed, and measures each loss
+    step alone (forward + backward on a batch of descriptors: median time, peak memory); writes
+    results.json, results.md, curves.png (training curves, first seed), pr_curves.png (held-out
+    precision-recall, first seed) and ranks.png (rankings of the first loss, first seed)."""
     from .data import split_digits
+    from .losses.measure import measure_in_subprocess
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"apl demo: digits 0-4 for training, unseen digits 5-9 for retrieval; {epochs} epochs per run, seeds {list(seeds)}")
-    rows, curves, pr = [], {}, {}
-    for loss in DEMO_LOSSES:
-        cfg = dataclasses.replace(base_config(epochs, seeds[0]), loss=loss)
+    rows, curves, pr = [_untrained_row(comparison_config(epochs), seeds)], {}, {}
+    log(f"  untrained network: held-out mAP {rows[0]['map']:.4f} (what training must beat)")
+    for loss in losses:
+        cfg = dataclasses.replace(comparison_config(epochs, seeds[0]), loss=loss)
         histories, times, _ = _runs(cfg, out / loss, seeds, log)
-        rows.append(_summary("loss", loss, [h[-1] for h in histories], times))
+        row = _summary("loss", loss, [h[-1] for h in histories], times)
+        cost = measure_in_subprocess(loss, cfg.batch_size, cfg.dim, cfg.batch_size // cfg.images_per_class)
+        row.update(step_ms=cost["time_ms"], peak_mb=cost["peak_mb"])
+        rows.append(row)
         curves[loss] = histories[0]
         from .trainer import load_model
 

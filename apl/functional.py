@@ -24,6 +24,7 @@ def per_query_ap(
     backend: str = "auto",
     chunk_size: Optional[int] = None,
     normalize: bool = False,
+    ref_includes_queries: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantized AP of every query, differentiable with respect to the embeddings.
 
@@ -42,13 +43,16 @@ def per_query_ap(
         chunk_size: stream over blocks of this many queries so that nothing of size B x N is
             kept (scores are recomputed in backward).
         normalize: L2-normalise the rows of `embeddings` and `ref_embeddings` first.
+        ref_includes_queries: the first B rows of `ref_embeddings` are the queries themselves (the
+            batch followed by other items, e.g. a cross-batch memory: see `apl.memory`); each
+            query's own row is then left out of its ranking, as without a reference set.
 
     Returns:
         (ap, has_pos): (B,) AP per query (0 where undefined) and a bool mask of the queries with
         at least one positive. float16/bfloat16 embeddings give float32 AP.
     """
     ap, npos = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
-                          chunk_size, normalize)
+                          chunk_size, normalize, ref_includes_queries)
     return ap, npos > 0
 
 
@@ -81,8 +85,9 @@ def _warn_if_not_unit_rows(x: torch.Tensor, name: str) -> None:
 
 
 def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend, chunk_size,
-               normalize=False):
+               normalize=False, ref_includes_queries=False):
     embeddings, labels, ref_embeddings, ref_labels = V.check_embeddings_pair(embeddings, labels, ref_embeddings, ref_labels)
+    self_offset = V.check_ref_includes_queries(ref_includes_queries, embeddings, ref_embeddings)
     num_bins = V.check_num_bins(num_bins)
     lo, hi = V.check_score_range(score_range)
     variant_id = V.check_variant(variant)
@@ -99,10 +104,11 @@ def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_r
         V.check_finite(embeddings, "embeddings")
         if ref_embeddings is not None:
             V.check_finite(ref_embeddings, "ref_embeddings")
-        return reference.per_query_ap(embeddings, labels, ref_embeddings, ref_labels, num_bins, (lo, hi), variant, chunk)
+        return reference.per_query_ap(embeddings, labels, ref_embeddings, ref_labels, num_bins, (lo, hi), variant, chunk,
+                                      self_offset)
     if ref_embeddings is None:
         return _ops.self_ap(embeddings, labels, num_bins, lo, hi, variant_id, chunk)
-    return _ops.ref_ap(embeddings, labels, ref_embeddings, ref_labels, num_bins, lo, hi, variant_id, chunk)
+    return _ops.ref_ap(embeddings, labels, ref_embeddings, ref_labels, num_bins, lo, hi, variant_id, chunk, self_offset)
 
 
 def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -139,6 +145,7 @@ def ap_loss(
     backend: str = "auto",
     chunk_size: Optional[int] = None,
     normalize: bool = False,
+    ref_includes_queries: bool = False,
 ) -> torch.Tensor:
     """The listwise AP loss, 1 - weighted mAP over the queries that have a positive (eq. 12).
 
@@ -147,7 +154,7 @@ def ap_loss(
     See :func:`per_query_ap` for the other arguments. Returns a scalar tensor.
     """
     ap, npos = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
-                          chunk_size, normalize)
+                          chunk_size, normalize, ref_includes_queries)
     weights = None
     if query_weights is not None:
         weights = V.check_weights(query_weights, embeddings.shape[0], embeddings)

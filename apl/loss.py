@@ -27,8 +27,9 @@ class APLoss(nn.Module):
             costs O(B x D), against the loss's O(B x N x D). Pass False to bin raw dot products
             (with your own `score_range`).
 
-    forward(embeddings, labels, ref_embeddings=None, ref_labels=None, query_weights=None) takes
-    (B, D) embeddings and (B,) integer labels and returns a scalar.
+    forward(embeddings, labels, ref_embeddings=None, ref_labels=None, query_weights=None,
+    ref_includes_queries=False) takes (B, D) embeddings and (B,) integer labels and returns a
+    scalar (see `apl.ap_loss`).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class APLoss(nn.Module):
         ref_embeddings: Optional[torch.Tensor] = None,
         ref_labels: Optional[torch.Tensor] = None,
         query_weights: Optional[torch.Tensor] = None,
+        ref_includes_queries: bool = False,
     ) -> torch.Tensor:
         return ap_loss(
             embeddings,
@@ -73,6 +75,7 @@ class APLoss(nn.Module):
             backend=self.backend,
             chunk_size=self.chunk_size,
             normalize=self.normalize,
+            ref_includes_queries=ref_includes_queries,
         )
 
     def extra_repr(self) -> str:

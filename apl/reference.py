@@ -94,8 +94,10 @@ def per_query_ap(
     score_range: tuple[float, float] = (-1.0, 1.0),
     variant: str = "ap_q",
     chunk_size: int = 0,
+    self_offset: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference per-query AP and positive counts (inputs already validated)."""
+    """Reference per-query AP and positive counts (inputs already validated). With a reference
+    set and self_offset >= 0, query i is row self_offset + i of it and is left out of its ranking."""
     lo, hi = score_range
     Q = embeddings.to(_compute_dtype(embeddings))
     self_mode = ref_embeddings is None
@@ -109,8 +111,8 @@ def per_query_ap(
         S = q @ X.t()
         rel = ql[:, None] == xl[None, :]
         valid = None
-        if self_mode:
-            rows = torch.arange(r0, r0 + q.shape[0], device=q.device)
+        if self_mode or self_offset >= 0:
+            rows = torch.arange(r0, r0 + q.shape[0], device=q.device) + max(self_offset, 0)
             valid = rows[:, None] != torch.arange(N, device=q.device)[None, :]
         return _block_ap(S, rel, valid, num_bins, lo, hi, variant)
 

@@ -34,6 +34,7 @@ struct OpArgs {
   const at::Tensor* saved = nullptr;       // (B, N) in the compute dtype when chunk_size <= 0
   int64_t chunk_size = 0;
   bool self = false;                       // self retrieval (ap_self, ap_self_backward)
+  int64_t self_offset = -1;                // ap_ref*: queries are rows [o, o + B) of refs, or -1
   int64_t num_bins = 0;
   double lo = -1.0, hi = 1.0;
   int64_t variant = 0;
@@ -83,6 +84,10 @@ void check_args(const OpArgs& a) {
     check_on(a, r, "refs");
     N = r.size(0);
     if (a.ref_labels != nullptr) check_label_vector(a, *a.ref_labels, N, "ref_labels");
+    TORCH_CHECK_VALUE(a.self_offset == -1 || (a.self_offset >= 0 && a.self_offset + B <= N),
+                      "apl: ", a.op, ": self_offset must be -1 (no exclusion) or place the ", B,
+                      " queries inside the ", N, " refs (0 <= self_offset <= ", N - B, "), got ",
+                      a.self_offset);
   }
   if (a.relevance != nullptr) {
     const at::Tensor& rel = *a.relevance;
@@ -277,9 +282,10 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
 
 ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at::Tensor& query_labels,
                        const at::Tensor& refs, const at::Tensor& ref_labels, int64_t num_bins,
-                       double lo, double hi, int64_t variant, int64_t chunk_size) {
+                       double lo, double hi, int64_t variant, int64_t chunk_size,
+                       int64_t self_offset) {
   OpArgs a{"ap_ref", &k};
-  a.chunk_size = chunk_size;
+  a.chunk_size = chunk_size, a.self_offset = self_offset;
   a.x = &queries, a.x_name = "queries", a.labels = &query_labels, a.labels_name = "query_labels";
   a.refs = &refs, a.ref_labels = &ref_labels;
   a.num_bins = num_bins, a.lo = lo, a.hi = hi, a.variant = variant;
@@ -294,9 +300,9 @@ ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at:
   if (chunk_size <= 0) {
     scores = at::matmul(Q, X.t());
     if (use_unit(k)) {
-      k.forward_labels_unit(scores, ql, xl, -1, p, out.ap, out.npos, out.coef, out.flag, scores);
+      k.forward_labels_unit(scores, ql, xl, self_offset, p, out.ap, out.npos, out.coef, out.flag, scores);
     } else {
-      k.forward_labels(scores, ql, xl, -1, p, out.ap, out.npos, out.coef, out.flag);
+      k.forward_labels(scores, ql, xl, self_offset, p, out.ap, out.npos, out.coef, out.flag);
     }
   } else {
     scores = at::empty({0}, Q.options());
@@ -304,7 +310,7 @@ ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at:
       const int64_t R = std::min(chunk_size, B - r0);
       const auto S = at::matmul(Q.narrow(0, r0, R), X.t());
       auto ap = out.ap_rows(r0, R), npos = out.npos_rows(r0, R), coef = out.coef_rows(r0, R);
-      k.forward_labels(S, ql.narrow(0, r0, R), xl, -1, p, ap, npos, coef, out.flag);
+      k.forward_labels(S, ql.narrow(0, r0, R), xl, self_offset < 0 ? -1 : self_offset + r0, p, ap, npos, coef, out.flag);
     }
   }
   check_finite(k, out.flag, "embeddings or ref_embeddings");
@@ -315,8 +321,9 @@ std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
     const RowKernels& k, const at::Tensor& grad_ap, const at::Tensor& queries,
     const at::Tensor& query_labels, const at::Tensor& refs, const at::Tensor& ref_labels,
     const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins, double lo, double hi,
-    int64_t chunk_size) {
+    int64_t chunk_size, int64_t self_offset) {
   OpArgs a{"ap_ref_backward", &k};
+  a.self_offset = self_offset;
   a.grad_ap = &grad_ap, a.x = &queries, a.x_name = "queries", a.labels = &query_labels;
   a.labels_name = "query_labels", a.refs = &refs, a.ref_labels = &ref_labels, a.coef = &coef;
   a.saved = &scores, a.chunk_size = chunk_size, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
@@ -338,7 +345,7 @@ std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
     } else {
       const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, Q), p);
       auto G = at::empty_like(scores);
-      k.backward_labels(scores.contiguous(), ql, xl, -1, slopes, p, G);
+      k.backward_labels(scores.contiguous(), ql, xl, self_offset, slopes, p, G);
       dQ = at::matmul(G, X);
       dX = at::matmul(G.t(), Q);
     }
@@ -351,7 +358,8 @@ std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
       const auto Qr = Q.narrow(0, r0, R);
       const auto S = at::matmul(Qr, X.t());
       auto G = at::empty_like(S);
-      k.backward_labels(S, ql.narrow(0, r0, R), xl, -1, slopes.narrow(0, r0, R), p, G);
+      k.backward_labels(S, ql.narrow(0, r0, R), xl, self_offset < 0 ? -1 : self_offset + r0,
+                        slopes.narrow(0, r0, R), p, G);
       auto dQr = dQ.narrow(0, r0, R);
       at::matmul_out(dQr, G, X);
       dX.addmm_(G.t(), Qr);

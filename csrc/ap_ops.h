@@ -73,12 +73,13 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
 
 ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at::Tensor& query_labels,
                        const at::Tensor& refs, const at::Tensor& ref_labels, int64_t num_bins,
-                       double lo, double hi, int64_t variant, int64_t chunk_size);
+                       double lo, double hi, int64_t variant, int64_t chunk_size,
+                       int64_t self_offset);
 std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
     const RowKernels& k, const at::Tensor& grad_ap, const at::Tensor& queries,
     const at::Tensor& query_labels, const at::Tensor& refs, const at::Tensor& ref_labels,
     const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins, double lo, double hi,
-    int64_t chunk_size);
+    int64_t chunk_size, int64_t self_offset);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores_impl(const RowKernels& k,
                                                               const at::Tensor& scores,

@@ -29,16 +29,16 @@ struct DeviceOps {
   }
   static ForwardOut ap_ref(const at::Tensor& q, const at::Tensor& ql, const at::Tensor& x,
                            const at::Tensor& xl, int64_t M, double lo, double hi, int64_t v,
-                           int64_t c) {
+                           int64_t c, int64_t o) {
     const Guard guard(q.device());
-    return ap_ref_impl(K, q, ql, x, xl, M, lo, hi, v, c);
+    return ap_ref_impl(K, q, ql, x, xl, M, lo, hi, v, c, o);
   }
   static std::tuple<at::Tensor, at::Tensor> ap_ref_backward(
       const at::Tensor& g, const at::Tensor& q, const at::Tensor& ql, const at::Tensor& x,
       const at::Tensor& xl, const at::Tensor& coef, const at::Tensor& s, int64_t M, double lo,
-      double hi, int64_t c) {
+      double hi, int64_t c, int64_t o) {
     const Guard guard(q.device());
-    return ap_ref_backward_impl(K, g, q, ql, x, xl, coef, s, M, lo, hi, c);
+    return ap_ref_backward_impl(K, g, q, ql, x, xl, coef, s, M, lo, hi, c, o);
   }
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores(const at::Tensor& s,
                                                                   const at::Tensor& r, int64_t M,

@@ -12,12 +12,15 @@ TORCH_LIBRARY(apl, m) {
         "int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("ap_self_backward(Tensor grad_ap, Tensor embeddings, Tensor labels, Tensor coef, "
         "Tensor scores, int num_bins, float lo, float hi, int chunk_size) -> Tensor");
-  // Queries against a separate database (no self-exclusion).
+  // Queries against a separate database. self_offset >= 0: query i is row self_offset + i of
+  // refs (e.g. the batch followed by a cross-batch memory) and is left out of its own ranking;
+  // -1: no exclusion.
   m.def("ap_ref(Tensor queries, Tensor query_labels, Tensor refs, Tensor ref_labels, int num_bins, "
-        "float lo, float hi, int variant, int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
+        "float lo, float hi, int variant, int chunk_size, int self_offset=-1) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("ap_ref_backward(Tensor grad_ap, Tensor queries, Tensor query_labels, Tensor refs, "
         "Tensor ref_labels, Tensor coef, Tensor scores, int num_bins, float lo, float hi, "
-        "int chunk_size) -> (Tensor, Tensor)");
+        "int chunk_size, int self_offset=-1) -> (Tensor, Tensor)");
   // Score-matrix form: (B, N) scores and a bool relevance mask of the same shape.
   m.def("ap_scores(Tensor scores, Tensor relevance, int num_bins, float lo, float hi, int variant) "
         "-> (Tensor, Tensor, Tensor)");

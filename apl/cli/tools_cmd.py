@@ -9,12 +9,12 @@ from .common import HelpFormatter
 
 
 def add_demo(sub) -> None:
-    from ..demo import STUDIES
+    from ..demo import DEMO_EPOCHS, DEMO_SEEDS, STUDIES
 
     d = sub.add_parser("demo", help="AP vs baseline losses on the bundled digits (or a parameter study)", formatter_class=HelpFormatter)
     d.add_argument("--study", choices=sorted(STUDIES), default=None, help="run one of the paper's parameter studies instead")
-    d.add_argument("--epochs", type=int, default=15, help="epochs per run")
-    d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="one run per seed; the table gives mean ± std")
+    d.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="epochs per run")
+    d.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS), help="one run per seed; the table gives mean ± std")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     d.add_argument("--out", default="runs/demo", help="output folder (results.json, table, plots)")
     d.set_defaults(func=run_demo)

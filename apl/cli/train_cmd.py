@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..losses import LOSSES
+from ..losses import LOSSES, SPECS
 from ..nn import BACKBONES
 from ..train.config import AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, TrainConfig
 from .common import HelpFormatter, add_data_options, add_loader_options, after_command, explicit_options
@@ -34,10 +34,15 @@ def add(sub) -> None:
     p.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="network before GeM pooling (ResNets need torchvision)")
     p.add_argument("--dim", type=int, default=d.dim, help="descriptor dimension (output of the whitening layer)")
     p.add_argument("--init", default=None, help="start from a local state dict (whole model or backbone, e.g. ImageNet ResNet weights)")
-    p.add_argument("--loss", default=d.loss, choices=LOSSES, help="training loss")
-    p.add_argument("--bins", type=int, default=d.num_bins, dest="num_bins", help="histogram bins M of the AP loss")
-    p.add_argument("--class-balanced", action="store_true", help="AP loss: weigh queries by 1 / (images of their class in the batch)")
-    p.add_argument("--margin", type=float, default=None, help="margin of the triplet / contrastive loss (default: the loss's own)")
+    p.add_argument("--loss", default=d.loss, choices=LOSSES, metavar="LOSS",
+                   help="training loss: " + "; ".join(f"{s.name}: {s.summary}" for s in SPECS.values()))
+    p.add_argument("--bins", type=int, default=None, dest="num_bins",
+                   help="histogram bins of ap / tie-aware (default 20) and fastap (default 10)")
+    p.add_argument("--class-balanced", action="store_true", help="ap / tie-aware: weigh queries by 1 / (images of their class in the batch)")
+    p.add_argument("--margin", type=float, default=None, help="margin of triplet (default 0.4) and contrastive (negative margin, default 0.5)")
+    p.add_argument("--temperature", type=float, default=None, help="temperature of smoothap (default 0.01)")
+    p.add_argument("--memory", type=int, default=0,
+                   help="ap / tie-aware: cross-batch memory of the last N descriptors, ranked with each batch (0: off)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes together)")
     p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="spread: the batch spread over all classes (the paper); pk: batch-size / images-per-class classes x images-per-class images")
@@ -86,6 +91,8 @@ def run(a: argparse.Namespace) -> int:
             raise ValueError(f"--resume: {saved} is not a valid apl run configuration ({err})") from None
         cfg = dataclasses.replace(base, **_config(a, given))
     else:
+        if SPECS[a.loss].needs_pk and "sampler" not in explicit_options(_PARSER["train"], after_command(a.argv, "train")):
+            a.sampler = "pk"  # smoothap needs equal class counts per batch: the P x K sampler
         cfg = TrainConfig(**_config(a))
     trainer = Trainer(cfg, out, progress=not a.quiet, workers=a.workers, prefetch=a.prefetch, overwrite=a.overwrite)
     history = trainer.run(resume=a.resume)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..losses import LOSSES
+from ..losses import LOSSES, check_options, spec_of
 from ..nn import BACKBONES
 
 OPTIMIZERS = ("adam", "sgd")
@@ -61,9 +61,11 @@ class TrainConfig:
     dim: Optional[int] = 64
     init: Optional[str] = None  # local state dict (backbone or whole model) to start from
     loss: str = "ap"
-    num_bins: int = 20
+    num_bins: Optional[int] = None  # None: the loss's own default (20 for the AP losses)
     class_balanced: bool = False
     margin: Optional[float] = None
+    temperature: Optional[float] = None
+    memory: int = 0  # cross-batch memory: descriptors of the last N images ranked with each batch (AP losses)
     batch_size: int = 256
     sampler: str = "spread"
     images_per_class: int = 8
@@ -94,7 +96,23 @@ class TrainConfig:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
-        for name, low in (("batch_size", 2), ("num_bins", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1)):
+        spec = spec_of(self.loss)
+        check_options(self.loss, {k: v for k, v in (("num_bins", self.num_bins), ("margin", self.margin),
+                                                    ("temperature", self.temperature), ("class_balanced", self.class_balanced))
+                                  if v is not None and v is not False})
+        if spec.needs_pk and self.sampler != "pk":
+            raise ValueError(f"--loss {self.loss} needs the same number of images of every class in a batch: "
+                             f"use --sampler pk (with --images-per-class K and --batch-size a multiple of K)")
+        if spec.needs_pk and self.batch_size % self.images_per_class:
+            raise ValueError(f"--loss {self.loss}: --batch-size ({self.batch_size}) must be a multiple of "
+                             f"--images-per-class ({self.images_per_class}) so that every class has as many images")
+        if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
+            raise ValueError(f"--memory must be an integer >= 0 (0: no cross-batch memory), got {self.memory!r}")
+        if self.memory and self.loss not in ("ap", "tie-aware"):
+            raise ValueError(f"--memory works with the AP losses (ap, tie-aware), not with --loss {self.loss}")
+        if self.num_bins is not None and (isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int) or self.num_bins < 2):
+            raise ValueError(f"--bins must be an integer >= 2, got {self.num_bins!r}")
+        for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")

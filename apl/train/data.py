@@ -146,7 +146,9 @@ class SeededDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only (the transforms run on CPU): torch.manual_seed would also
+            # queue a seed for every accelerator, recording a stack trace per sample (slow).
+            torch.random.default_generator.manual_seed(seed)
             return self.dataset[index]
 
 

@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..data import CorruptImageError
 from ..distributed import GlobalBatchLoss
 from ..losses import build_loss
+from ..memory import CrossBatchMemory, with_memory
 from . import launch as L
 from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
@@ -129,6 +130,8 @@ class Trainer:
         opt = build_optimizer(cfg, model)
         amp_dtype = AMP.get(cfg.amp) if cfg.amp else None
         scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+        # The cross-batch memory is part of the run's state: saved and restored with the checkpoint.
+        memory = CrossBatchMemory(cfg.memory, model.out_dim).to(device) if cfg.memory else None
         history: list[dict] = []
         start, step_global, best, evaluated = 0, 0, None, True
         if plan.checkpoint is not None:
@@ -137,6 +140,8 @@ class Trainer:
             opt.load_state_dict(ck["optimizer"])
             if scaler is not None and ck.get("scaler"):
                 scaler.load_state_dict(ck["scaler"])
+            if memory is not None and ck.get("memory"):
+                memory.load_state_dict(ck["memory"])
             set_rng_state(ck["rng"])
             history, start, step_global = list(ck["history"]), int(ck["epoch"]), int(ck["step"])
             best, evaluated = ck.get("best_map"), bool(ck["evaluated"])
@@ -148,7 +153,10 @@ class Trainer:
 
         net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
             if launch.distributed else model
-        loss_fn = build_loss(cfg.loss, num_bins=cfg.num_bins, class_balanced=cfg.class_balanced, margin=cfg.margin)
+        loss_fn = build_loss(cfg.loss, num_bins=cfg.num_bins, class_balanced=cfg.class_balanced, margin=cfg.margin,
+                             temperature=cfg.temperature)
+        if memory is not None:  # the global batch of all ranks goes into the same memory on every rank
+            loss_fn = with_memory(loss_fn, memory)
         if launch.distributed:
             loss_fn = GlobalBatchLoss(loss_fn)
         batches = SeededBatches(sampler, cfg.seed, launch.rank, launch.world_size)
@@ -161,6 +169,7 @@ class Trainer:
             return {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "epoch": epoch, "step": step_global,
                     "evaluated": done_eval, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None, "rng": rng_state(),
+                    "memory": memory.state_dict() if memory is not None else None,
                     "history": history, "best_map": best, "world_size": launch.world_size}
 
         def finish_epoch(epoch: int, row: dict) -> None:

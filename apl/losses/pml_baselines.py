@@ -1,0 +1,87 @@
+"""Baselines from pytorch-metric-learning (PML), behind one small adapter so that the trainer calls
+every loss the same way: `loss(embeddings, labels)`.
+
+PML's distances L2-normalise the embeddings themselves (like `apl.APLoss`). Mining happens inside
+the adapter, on the batch the loss sees (the global batch under torchrun).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+def _pml():
+    try:
+        import pytorch_metric_learning  # noqa: F401
+    except ImportError as err:  # a declared dependency; only a broken install gets here
+        raise ImportError(
+            "the baseline losses need pytorch-metric-learning: pip install --no-deps pytorch-metric-learning==2.9.0 "
+            "scikit-learn tqdm"
+        ) from err
+    from pytorch_metric_learning import losses, miners
+
+    return losses, miners
+
+
+class PMLLoss(nn.Module):
+    """A PML loss (and an optional PML miner) called as `forward(embeddings, labels)`.
+
+    Args:
+        loss: a `pytorch_metric_learning.losses` instance.
+        miner: a `pytorch_metric_learning.miners` instance, or None (all pairs/triplets).
+        equal_class_counts: sort the batch by label and check that every class has as many
+            images, as PML's SmoothAPLoss requires (use the P x K sampler).
+    """
+
+    def __init__(self, loss: nn.Module, miner: Optional[nn.Module] = None, equal_class_counts: bool = False) -> None:
+        super().__init__()
+        self.loss, self.miner, self.equal_class_counts = loss, miner, equal_class_counts
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.equal_class_counts:
+            counts = torch.unique(labels, return_counts=True)[1]
+            if bool((counts != counts[0]).any()):
+                raise ValueError(
+                    f"{type(self.loss).__name__} needs the same number of images of every class in a batch, got "
+                    f"counts {sorted(set(counts.tolist()))}: use the P x K sampler (--sampler pk --images-per-class K "
+                    "with --batch-size a multiple of K)"
+                )
+            order = torch.sort(labels, stable=True).indices  # PML expects the classes in contiguous groups
+            embeddings, labels = embeddings[order], labels[order]
+        indices = self.miner(embeddings, labels) if self.miner is not None else None
+        return self.loss(embeddings, labels, indices)
+
+    def extra_repr(self) -> str:
+        return f"equal_class_counts={self.equal_class_counts}"
+
+
+def build(name: str, margin: Optional[float] = None, num_bins: Optional[int] = None,
+          temperature: Optional[float] = None) -> PMLLoss:
+    """The PML baseline `name` (see apl.losses.SPECS for what each one is)."""
+    losses, miners = _pml()
+    if name == "triplet":
+        # Semi-hard triplets (negatives farther than the positive but within the margin): the
+        # hardest-negative variant collapses the embeddings on small, easy datasets.
+        _positive("margin", margin)
+        return PMLLoss(losses.TripletMarginLoss(margin=margin),
+                       miners.TripletMarginMiner(margin=margin, type_of_triplets="semihard"))
+    if name == "contrastive":
+        _positive("margin", margin)
+        return PMLLoss(losses.ContrastiveLoss(pos_margin=0.0, neg_margin=margin))
+    if name == "multi-similarity":
+        return PMLLoss(losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1))
+    if name == "fastap":
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+            raise ValueError(f"--bins must be an integer >= 2 for fastap, got {num_bins!r}")
+        return PMLLoss(losses.FastAPLoss(num_bins=num_bins))
+    if name == "smoothap":
+        _positive("temperature", temperature)
+        return PMLLoss(losses.SmoothAPLoss(temperature=temperature), equal_class_counts=True)
+    raise ValueError(f"no PML baseline named {name!r}")
+
+
+def _positive(option: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"--{option} must be a positive number, got {value!r}")
