@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from apl.evaluation import hit_rate_at_k, map_at_r, mean_average_precision, precision_at_k, r_precision
+from apl.evaluation import at_r_per_query, hit_rate_at_k, map_at_r, mean_average_precision, precision_at_k, r_precision
 
 
 def on_circle(degrees):
@@ -79,6 +79,9 @@ def test_hand_worked_example():
     #   c: b a d e   R=2  top 2 = b(-) a(+)   AP@R = 1/4             R-prec 1/2
     #   d: c e b a   R=2  top 2 = c(+) e(-)   AP@R = (1/1)/2 = 1/2   R-prec 1/2
     #   e: d c b a   R=1  top 1 = d(-)        AP@R = 0               R-prec 0
+    ap_r, r_prec = at_r_per_query(emb, labels)
+    np.testing.assert_allclose(ap_r.numpy(), [1 / 4, 0, 1 / 4, 1 / 2, 0], atol=1e-12)
+    np.testing.assert_allclose(r_prec.numpy(), [1 / 2, 0, 1 / 2, 1 / 2, 0], atol=1e-12)
     assert map_at_r(emb, labels) == pytest.approx((1 / 4 + 0 + 1 / 4 + 1 / 2 + 0) / 5, abs=1e-12)
     assert r_precision(emb, labels) == pytest.approx(1.5 / 5, abs=1e-12)
     # Recall@K of metric learning: is a positive within the top K?
@@ -111,6 +114,9 @@ def test_classes_of_one_are_left_out_and_none_left_is_nan():
     assert map_at_r(x, y) == pytest.approx(want[0], abs=1e-12)
     assert r_precision(x, y) == pytest.approx(want[1], abs=1e-12)
     assert math.isnan(map_at_r(torch.eye(3), [0, 1, 2])) and math.isnan(r_precision(torch.eye(3), [0, 1, 2]))
+    ap_r, r_prec = at_r_per_query(x, y)
+    singles = torch.as_tensor(keep.sum(1) == 1)
+    assert bool(ap_r[singles].isnan().all() and r_prec[singles].isnan().all() and not ap_r[~singles].isnan().any())
 
 
 def test_ties_are_ordered_by_index():

@@ -3,10 +3,12 @@ on labelled descriptors, the Revisited Oxford / Paris protocol, PCA-whitening, a
 and chunked similarity search."""
 from .expansion import alpha_database_augmentation, alpha_query_expansion
 from .metrics import (
+    at_r_per_query,
     average_precisions,
     hit_rate_at_k,
     map_at_r,
     mean_average_precision,
+    nan_mean,
     precision_at_k,
     r_precision,
     recall_at_k,
@@ -22,11 +24,13 @@ __all__ = [
     "PROTOCOLS",
     "alpha_database_augmentation",
     "alpha_query_expansion",
+    "at_r_per_query",
     "average_precisions",
     "hit_rate_at_k",
     "knn",
     "map_at_r",
     "mean_average_precision",
+    "nan_mean",
     "pairwise_scores",
     "precision_at_k",
     "r_precision",

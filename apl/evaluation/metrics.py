@@ -158,8 +158,9 @@ def hit_rate_at_k(embeddings, labels, k: KType, chunk_size: Optional[int] = None
 
 
 @torch.no_grad()
-def _at_r(embeddings, labels, chunk_size: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-query (AP@R, R-precision), (N,) float64 each, NaN for queries without a positive."""
+def at_r_per_query(embeddings, labels, chunk_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query (AP@R, R-precision): two (N,) float64 tensors, NaN where the query has no
+    positive; `map_at_r` and `r_precision` are their means (one pass computes both)."""
     e, y, num_pos = _setup(embeddings, labels)
     n = e.shape[0]
     rows = rows_per_block(chunk_size, n, _BLOCK_ELEMS)
@@ -186,7 +187,8 @@ def _at_r(embeddings, labels, chunk_size: Optional[int]) -> tuple[torch.Tensor, 
     return ap_r, r_prec
 
 
-def _mean(values: torch.Tensor) -> float:
+def nan_mean(values: torch.Tensor) -> float:
+    """Mean of the non-NaN entries of per-query values (NaN when all are NaN)."""
     valid = ~torch.isnan(values)
     return float(values[valid].mean()) if bool(valid.any()) else float("nan")
 
@@ -201,7 +203,7 @@ def map_at_r(embeddings, labels, chunk_size: Optional[int] = None) -> float:
     positives ranked beyond R. Equal scores are ordered by increasing index; queries without a
     positive are left out (NaN when none has one).
     """
-    return _mean(_at_r(embeddings, labels, chunk_size)[0])
+    return nan_mean(at_r_per_query(embeddings, labels, chunk_size)[0])
 
 
 def r_precision(embeddings, labels, chunk_size: Optional[int] = None) -> float:
@@ -211,4 +213,4 @@ def r_precision(embeddings, labels, chunk_size: Optional[int] = None) -> float:
     to the class size: a perfect ranking scores 1 whatever the class sizes. Equal scores are
     ordered by increasing index; queries without a positive are left out.
     """
-    return _mean(_at_r(embeddings, labels, chunk_size)[1])
+    return nan_mean(at_r_per_query(embeddings, labels, chunk_size)[1])
