@@ -67,6 +67,15 @@ def test_choose_queries_is_seeded_and_spread_over_classes():
         choose_queries(labels, 0)
 
 
+def test_revisited_queries_are_spread_over_landmarks():
+    from apl.train.rankings import _landmark
+
+    names = ["all_souls_000013", "all_souls_000026", "ashmolean_000058", "ashmolean_000000", "radcliffe_camera_000519", "odd"]
+    assert [_landmark(n) for n in names] == ["all_souls", "all_souls", "ashmolean", "ashmolean", "radcliffe_camera", "odd"]
+    first = choose_queries([_landmark(n) for n in names], 4, seed=0)
+    assert len({_landmark(names[i]) for i in first}) == 4
+
+
 def test_check_counts_names_the_option():
     check_counts(3, 9, 10, 3)
     with pytest.raises(ValueError, match=r"--queries must be an integer >= 1, got 0"):
@@ -177,6 +186,11 @@ def test_bad_counts_are_one_line_errors(digits_run, tmp_path, capsys, args, mess
     assert main(["show", str(digits_run), "--out", str(tmp_path / "x.png"), *args]) == 2
     err = capsys.readouterr().err
     assert err == f"apl show: error: {message}\n" and not (tmp_path / "x.png").exists()
+
+
+def test_out_in_a_missing_folder(digits_run, tmp_path, capsys):
+    assert main(["show", str(digits_run), "--out", str(tmp_path / "no" / "x.png")]) == 2
+    assert capsys.readouterr().err == f"apl show: error: --out {tmp_path / 'no' / 'x.png'}: the folder {tmp_path / 'no'} does not exist\n"
 
 
 def test_missing_checkpoint(tmp_path, capsys):

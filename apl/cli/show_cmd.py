@@ -4,6 +4,7 @@ would evaluate (same dataset options)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from collections import Counter
 
 from .common import HelpFormatter
@@ -31,6 +32,9 @@ def _check(a: argparse.Namespace) -> None:
         v = getattr(a, name)
         if v < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {v}")
+    folder = Path(a.out).resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--out {a.out}: the folder {folder} does not exist")
 
 
 def run_show(a: argparse.Namespace) -> int:

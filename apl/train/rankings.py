@@ -181,44 +181,44 @@ def draw_rankings(rankings: Sequence[Ranking], query_image: Callable[[int], np.n
     result framed in its kind's colour; `query_image(i)` / `result_image(i)` give the arrays to
     show (see `display_image`), `result_caption(i)` an optional short caption under each result
     (after its rank); `note` heads the legend of the frame colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure (no pyplot): renders with Agg and leaves the caller's matplotlib backend alone.
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
+    if not rankings:
+        raise ValueError("no rankings to draw")
     rows, cols = len(rankings), 1 + max(len(r.results) for r in rankings)
     # Fixed sizes in inches: a square cell per picture, room above it for the row title and below
     # it for the caption, the title on top and the legend at the bottom.
     cell, gap_w, gap_h, side, top_m, bottom_m = 1.1, 0.12, 0.5, 0.15, (0.55 if title else 0.15), 0.75
     width = cols * cell + (cols - 1) * gap_w + 2 * side
     height = rows * cell + rows * gap_h + top_m + bottom_m
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(left=side / width, right=1 - side / width, bottom=bottom_m / height,
                         top=1 - (top_m + gap_h * 0.6) / height, wspace=gap_w / cell, hspace=gap_h / cell)
     for ax in axes.flat:
         ax.axis("off")
 
-    def show(ax, img: np.ndarray, colour: Optional[str], width: float):
+    def show(ax, img: np.ndarray, colour: str) -> None:
         grey = img.ndim == 2
-        small = max(img.shape[:2]) < 48
+        small = max(img.shape[:2]) < 48  # tiny images (the 8x8 digits) as crisp pixels
         ax.imshow(img, cmap="gray" if grey else None, vmin=0, vmax=1, interpolation="nearest" if small else "antialiased")
         h, w = img.shape[:2]
-        if colour is not None:
-            ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=colour, linewidth=width, clip_on=False))
+        ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=colour, linewidth=3.5, clip_on=False))
         # The same square box in every cell (the image centred in it): images of any shape are
         # drawn at one scale per cell and the grid stays regular.
-        side = max(h, w)
-        ax.set_xlim(-0.5 - (side - w) / 2, w - 0.5 + (side - w) / 2)
-        ax.set_ylim(h - 0.5 + (side - h) / 2, -0.5 - (side - h) / 2)
+        box = max(h, w)
+        ax.set_xlim(-0.5 - (box - w) / 2, w - 0.5 + (box - w) / 2)
+        ax.set_ylim(h - 0.5 + (box - h) / 2, -0.5 - (box - h) / 2)
 
     for r, ranking in enumerate(rankings):
-        show(axes[r, 0], query_image(ranking.query), FRAME_COLOURS[QUERY], 3.5)
+        show(axes[r, 0], query_image(ranking.query), FRAME_COLOURS[QUERY])
         axes[r, 0].set_title(ranking.title, fontsize=8, loc="left", fontweight="bold")
         axes[r, 0].text(0.5, -0.06, "query", transform=axes[r, 0].transAxes, ha="center", va="top", fontsize=7)
         for c, (i, kind) in enumerate(zip(ranking.results, ranking.kinds), start=1):
             ax = axes[r, c]
-            show(ax, result_image(i), FRAME_COLOURS[kind], 3.5)
+            show(ax, result_image(i), FRAME_COLOURS[kind])
             caption = f"{c}" if result_caption is None else f"{c}: {result_caption(i)}"
             ax.text(0.5, -0.06, caption, transform=ax.transAxes, ha="center", va="top", fontsize=7)
     handles = [Patch(facecolor="none", edgecolor=FRAME_COLOURS[k], linewidth=2.5, label=_LEGEND[k])
@@ -228,7 +228,6 @@ def draw_rankings(rankings: Sequence[Ranking], query_image: Callable[[int], np.n
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- end to end
