@@ -11,7 +11,7 @@ from apl.cli import build_parser, main
 def test_every_option_has_help_and_a_shown_default():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    for name in ("train", "eval", "extract", "demo", "check-images"):
+    for name in ("train", "eval", "extract", "show", "demo", "check-images"):
         p = sub.choices[name]
         for action in p._actions:
             assert action.help, f"apl {name} {action.option_strings} has no help"

@@ -55,12 +55,15 @@ def test_train_eval_extract_on_mixed_shapes_end_to_end(mixed, tmp_path, capsys):
                  "--epochs", "2", "--dim", "4", "--threads", "1", "--scales", "1,0.707", "--quiet", "--out", str(run)]) == 0
     hist = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "train_loss" in x]
     assert len(hist) == 2 and all(0 < h["eval_map"] <= 1 for h in hist)
+    assert all(0 < h["eval_map@r"] <= 1 and h["eval_recall@10"] >= h["eval_recall@1"] == h["eval_p@1"] for h in hist)
     assert main(["eval", str(run / "last.pt"), "--scales", "1,0.707,0.5", "--image-size", "20", "--json", str(tmp_path / "e.json")]) == 0
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["dataset"] == str(test) and report["images"] == 18 and report["queries"] == 18
     assert report["scales"] == [1, 0.707, 0.5] and report["image_size"] == "longest side 20"
+    assert list(report["metrics"]) == ["map", "map@r", "r-precision", "p@1", "p@10", "recall@1", "recall@10"]
     out = capsys.readouterr().out
     assert f"evaluated {test}: 18 images, 18 queries, image size longest side 20, scales 1,0.707,0.5" in out
+    assert f"| MAP@R | {report['metrics']['map@r']:.4f} |" in out and "| Recall@10 |" in out
     assert main(["extract", str(run / "last.pt"), str(tmp_path / "desc"), "--split", "train", "--scales", "1,0.5"]) == 0
     d = np.load(tmp_path / "desc.npy")
     assert d.shape == (18, 4) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)

@@ -2,6 +2,7 @@
 
 - `train_cmd`: `apl train` (one process or several under torchrun);
 - `eval_cmd`: `apl eval`, `apl extract`;
+- `show_cmd`: `apl show` (pictures of the top results of a few queries);
 - `tools_cmd`: `apl demo`, `apl check-images`, `apl bench`.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import sys
 from typing import Optional
 
-from . import eval_cmd, tools_cmd, train_cmd
+from . import eval_cmd, show_cmd, tools_cmd, train_cmd
 from .common import USER_ERRORS, HelpFormatter
 
 
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     tools_cmd.add_demo(sub)
     train_cmd.add(sub)
     eval_cmd.add(sub)
+    show_cmd.add(sub)
     tools_cmd.add_check_images(sub)
     tools_cmd.add_bench(sub)
     sub.add_parser("selftest", add_help=False, help="check the compiled kernels against the reference"

@@ -85,6 +85,7 @@ def _workers(a, cfg) -> int:
 def run_eval(a: argparse.Namespace) -> int:
     from ..train.data import build_datasets
     from ..train.extraction import evaluate
+    from ..train.report import metrics_table
 
     model, cfg, scales = _setup(a)
     workers = _workers(a, cfg)
@@ -100,7 +101,7 @@ def run_eval(a: argparse.Namespace) -> int:
         name = "digits (held-out classes)" if cfg.dataset == "digits" else cfg.eval_dataset
         info = {"dataset": name, "images": len(eval_set), "queries": len(eval_set), "image_size": _size(cfg),
                 "scales": list(scales), "whitening": bool(a.whitening), "checkpoint": str(a.checkpoint)}
-        lines = ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
+        lines = metrics_table(metrics)
     print(f"evaluated {info['dataset']}: {info['images']} images, {info['queries']} queries, image size {info['image_size']}, "
           f"scales {','.join(f'{s:g}' for s in scales)}" + (", PCA-whitened" if info.get("whitening") else ""))
     print("\n".join(lines))

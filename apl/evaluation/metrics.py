@@ -12,6 +12,16 @@ measured at the end of the group, i.e. AP = sum over distinct score thresholds t
 threshold-based definition (the one scikit-learn's `average_precision_score` uses); without ties it
 is the plain AP. `precision_at_k` / `recall_at_k` need a cut in the list: they order equal scores
 by increasing item index.
+
+Metrics of the metric-learning literature (Musgrave, Belongie & Lim, "A Metric Learning Reality
+Check", ECCV 2020), with R the number of positives of the query:
+
+- `r_precision`: the share of positives among the query's R nearest other items;
+- `map_at_r` (MAP@R): an AP truncated at rank R, normalised by R (see its docstring);
+- "Recall@K" as metric-learning papers report it (does the top K hold at least one positive) is
+  `hit_rate_at_k`; it is not the information-retrieval recall of `recall_at_k`.
+
+These cut the list at R, so like `precision_at_k` they order equal scores by increasing index.
 """
 from __future__ import annotations
 
@@ -138,6 +148,69 @@ def recall_at_k(embeddings, labels, k: KType, chunk_size: Optional[int] = None):
 
 
 def hit_rate_at_k(embeddings, labels, k: KType, chunk_size: Optional[int] = None):
-    """Fraction of queries with at least one positive among their k nearest other items."""
+    """Fraction of queries with at least one positive among their k nearest other items.
+
+    This is the "Recall@K" of metric-learning papers (and PML's precision_at_1 for k = 1, which
+    equals `precision_at_k(..., 1)`). Same conventions as `precision_at_k`.
+    """
     single, k_list, hits, num_pos = _hits_at_k(embeddings, labels, k, chunk_size)
     return _reduce({k: (h > 0).to(torch.float64) for k, h in hits.items()}, num_pos > 0, single, k_list)
+
+
+@torch.no_grad()
+def at_r_per_query(embeddings, labels, chunk_size: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query (AP@R, R-precision): two (N,) float64 tensors, NaN where the query has no
+    positive; `map_at_r` and `r_precision` are their means (one pass computes both)."""
+    e, y, num_pos = _setup(embeddings, labels)
+    n = e.shape[0]
+    rows = rows_per_block(chunk_size, n, _BLOCK_ELEMS)
+    ap_r = torch.full((n,), float("nan"), dtype=torch.float64, device=e.device)
+    r_prec = ap_r.clone()
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        r = num_pos[start:stop]
+        r_max = int(r.max())
+        if r_max == 0:  # no query of this block has a positive
+            continue
+        # The R nearest other items of each query (R differs per query: take the block's largest
+        # and mask the ranks beyond each query's own R).
+        _, idx = knn(e[start:stop], e, r_max, exclude_self=True, self_offset=start)
+        rank = torch.arange(1, r_max + 1, device=e.device)
+        within = rank[None, :] <= r[:, None]
+        rel = ((y[idx] == y[start:stop, None]) & within).to(torch.float64)
+        hits = rel.cumsum(1)
+        denom = r.to(torch.float64).clamp(min=1)
+        has_pos = r > 0
+        nan = torch.full_like(denom, float("nan"))
+        ap_r[start:stop] = torch.where(has_pos, (rel * hits / rank).sum(1) / denom, nan)
+        r_prec[start:stop] = torch.where(has_pos, rel.sum(1) / denom, nan)
+    return ap_r, r_prec
+
+
+def nan_mean(values: torch.Tensor) -> float:
+    """Mean of the non-NaN entries of per-query values (NaN when all are NaN)."""
+    valid = ~torch.isnan(values)
+    return float(values[valid].mean()) if bool(valid.any()) else float("nan")
+
+
+def map_at_r(embeddings, labels, chunk_size: Optional[int] = None) -> float:
+    """MAP@R (Musgrave et al., ECCV 2020): the mean over queries of an AP cut at rank R.
+
+    For a query with R positives (the other items of its class), look only at its R nearest
+    other items; at each rank i <= R that holds a positive, take the precision of the top i; add
+    these precisions up and divide by R (not by the positives actually found). It is 1 only when
+    the R positives are exactly the R nearest items, and unlike the full AP it gives no credit for
+    positives ranked beyond R. Equal scores are ordered by increasing index; queries without a
+    positive are left out (NaN when none has one).
+    """
+    return nan_mean(at_r_per_query(embeddings, labels, chunk_size)[0])
+
+
+def r_precision(embeddings, labels, chunk_size: Optional[int] = None) -> float:
+    """R-precision: the mean over queries of (positives among the R nearest other items) / R.
+
+    R is the number of positives of the query (the other items of its class), so the cut adapts
+    to the class size: a perfect ranking scores 1 whatever the class sizes. Equal scores are
+    ordered by increasing index; queries without a positive are left out.
+    """
+    return nan_mean(at_r_per_query(embeddings, labels, chunk_size)[1])

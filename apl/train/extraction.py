@@ -128,10 +128,17 @@ def extract(
 
 
 def retrieval_metrics(descriptors: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Exact held-out metrics, every image a query against all others."""
-    out = {"map": evaluation.mean_average_precision(descriptors, labels)}
+    """Exact held-out metrics, every image a query against all others (keys and meaning in
+    `apl.train.report`): "map", "map@r", "r-precision", "p@1", "p@10", "recall@1", "recall@10".
+
+    "recall@K" is the Recall@K of metric-learning papers (a positive within the top K, i.e.
+    `evaluation.hit_rate_at_k`), so "recall@1" always equals "p@1"."""
+    ap_r, r_prec = evaluation.at_r_per_query(descriptors, labels)
+    out = {"map": evaluation.mean_average_precision(descriptors, labels),
+           "map@r": evaluation.nan_mean(ap_r), "r-precision": evaluation.nan_mean(r_prec)}
     ks = [k for k in (1, 10) if k < len(labels)]  # a tiny held-out set has fewer than 10 other items
     out.update({f"p@{k}": v for k, v in evaluation.precision_at_k(descriptors, labels, ks).items()})
+    out.update({f"recall@{k}": v for k, v in evaluation.hit_rate_at_k(descriptors, labels, ks).items()})
     return out
 
 
