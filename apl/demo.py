@@ -135,14 +135,21 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = DEMO_EPOCHS, seeds: tu
         from .trainer import load_model
 
         model, _ = load_model(out / loss / f"seed{seeds[0]}" / "last.pt")
-        d, y = extract(model, split_digits(cfg.train_classes)[1])
+        held_out = split_digits(cfg.train_classes)[1]
+        d, y = extract(model, held_out)
         pr[loss] = precision_recall_curve(d, y)
+        if loss == losses[0]:
+            from .train.rankings import save_rankings
+
+            save_rankings(model, held_out, out / "ranks.png", descriptors=d,
+                          title=f"{loss} loss, seed {seeds[0]}: top 10 of 8 held-out queries (green: same digit, red: another)")
     _save(out, rows, "loss", curves, title=f"digits: held-out retrieval (unseen classes 5-9); curves of seed {seeds[0]} only")
     _plot_pr(pr, out / "pr_curves.png", seeds[0])
     return rows
 
 
-def run_study(name: str, out: str | Path = "runs/study", epochs: int = 15, seeds: tuple = (0, 1, 2, 3, 4), log: Callable[[str], None] = print) -> list[dict]:
+def run_study(name: str, out: str | Path = "runs/study", epochs: int = DEMO_EPOCHS, seeds: tuple = DEMO_SEEDS,
+              log: Callable[[str], None] = print) -> list[dict]:
     """One of the paper's parameter studies (see STUDIES) at the scale of the digits."""
     if name not in STUDIES:
         raise ValueError(f"unknown study {name!r}; choose from {', '.join(STUDIES)}")

@@ -134,6 +134,7 @@ def test_cli_demo_runs_on_the_bundled_digits(tmp_path, capsys):
         assert r["map"] == pytest.approx(sum(x["eval_map"] for x in r["runs"]) / 2)
     assert all(r["step_ms"] > 0 for r in rows[1:])  # each loss step measured alone
     assert (tmp_path / "pr_curves.png").is_file() and (tmp_path / "curves.png").is_file()
+    assert (tmp_path / "ranks.png").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "| ap |" in out and "loss step (ms)" in out
 
