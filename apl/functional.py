@@ -85,7 +85,7 @@ def _warn_if_not_unit_rows(x: torch.Tensor, name: str) -> None:
 
 
 def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend, chunk_size,
-               normalize=False, ref_includes_queries=False):
+               normalize=False, ref_includes_queries=False, check_norm=True):
     embeddings, labels, ref_embeddings, ref_labels = V.check_embeddings_pair(embeddings, labels, ref_embeddings, ref_labels)
     self_offset = V.check_ref_includes_queries(ref_includes_queries, embeddings, ref_embeddings)
     num_bins = V.check_num_bins(num_bins)
@@ -96,7 +96,7 @@ def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_r
     if normalize:
         embeddings = F.normalize(embeddings, dim=1)
         ref_embeddings = None if ref_embeddings is None else F.normalize(ref_embeddings, dim=1)
-    elif (lo, hi) == (-1.0, 1.0):
+    elif check_norm and (lo, hi) == (-1.0, 1.0):
         _warn_if_not_unit_rows(embeddings, "embeddings")
         if ref_embeddings is not None:
             _warn_if_not_unit_rows(ref_embeddings, "ref_embeddings")
@@ -153,8 +153,14 @@ def ap_loss(
     `class_balanced=True` multiplies them by 1 / (number of queries of the query's class).
     See :func:`per_query_ap` for the other arguments. Returns a scalar tensor.
     """
+    return _ap_loss(embeddings, labels, ref_embeddings, ref_labels, query_weights, num_bins, score_range, variant,
+                    class_balanced, backend, chunk_size, normalize, ref_includes_queries)
+
+
+def _ap_loss(embeddings, labels, ref_embeddings, ref_labels, query_weights, num_bins, score_range, variant,
+             class_balanced, backend, chunk_size, normalize, ref_includes_queries, check_norm=True):
     ap, npos = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
-                          chunk_size, normalize, ref_includes_queries)
+                          chunk_size, normalize, ref_includes_queries, check_norm)
     weights = None
     if query_weights is not None:
         weights = V.check_weights(query_weights, embeddings.shape[0], embeddings)

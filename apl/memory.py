@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .functional import _ap_loss
 from .loss import APLoss
 
 
@@ -87,10 +88,14 @@ class MemoryAPLoss(nn.Module):
         if self.memory.embeddings.device != embeddings.device:
             self.memory.to(embeddings.device)
             m_e, m_y = self.memory.contents()
-        e = F.normalize(embeddings, dim=1) if self.loss.normalize else embeddings
+        L = self.loss
+        # Normalised once here: the memory holds normalised rows already, so the (B + N) reference
+        # rows are neither normalised again nor checked for their norm at every step.
+        e = F.normalize(embeddings, dim=1) if L.normalize else embeddings
         refs = torch.cat([e, m_e.to(e.dtype)])  # the batch first: each query's own row is excluded
         ref_labels = torch.cat([labels.to(m_y.dtype), m_y])
-        loss = self.loss(e, labels, refs, ref_labels, ref_includes_queries=True)
+        loss = _ap_loss(e, labels, refs, ref_labels, None, L.num_bins, L.score_range, L.variant, L.class_balanced,
+                        L.backend, L.chunk_size, False, True, check_norm=not L.normalize)
         self.memory.enqueue(e, labels)
         return loss
 
