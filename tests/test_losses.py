@@ -34,7 +34,7 @@ def test_baselines_are_pml_with_the_documented_defaults():
 
     t = build_loss("triplet")
     assert isinstance(t, PMLLoss) and isinstance(t.loss, losses.TripletMarginLoss)
-    assert isinstance(t.miner, miners.TripletMarginMiner) and t.miner.type_of_triplets == "semihard"
+    assert isinstance(t.miner, miners.TripletMarginMiner) and t.miner.type_of_triplets == "all"
     assert t.loss.margin == SPECS["triplet"].defaults["margin"]
     assert build_loss("contrastive", margin=0.3).loss.neg_margin == 0.3
     assert isinstance(build_loss("multi-similarity").miner, miners.MultiSimilarityMiner)

@@ -25,7 +25,8 @@ class LossSpec:
 SPECS: dict[str, LossSpec] = {s.name: s for s in (
     LossSpec("ap", "apl's AP_Q loss, 1 - mAP_Q (Revaud et al., ICCV 2019)", ("num_bins", "class_balanced"), {"num_bins": 20}),
     LossSpec("tie-aware", "apl's tie-aware AP_T loss", ("num_bins", "class_balanced"), {"num_bins": 20}),
-    LossSpec("triplet", "PML TripletMarginLoss with a semi-hard TripletMarginMiner", ("margin",), {"margin": 0.4}),
+    LossSpec("triplet", "PML TripletMarginLoss with a TripletMarginMiner (all margin-violating triplets)", ("margin",),
+             {"margin": 0.4}),
     LossSpec("contrastive", "PML ContrastiveLoss (positive margin 0, negative margin --margin)", ("margin",), {"margin": 0.5}),
     LossSpec("multi-similarity", "PML MultiSimilarityLoss (alpha 2, beta 50, base 0.5) with its miner (epsilon 0.1)"),
     LossSpec("fastap", "PML FastAPLoss (Cakir et al., CVPR 2019)", ("num_bins",), {"num_bins": 10}),
