@@ -10,6 +10,12 @@ from ..train.checkpoint import NotAnAplCheckpointError
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, keeps description paragraphs as written."""
 
+    def _get_help_string(self, action):
+        # An option whose default depends on another one says so in its own words.
+        if "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
 
 # Raised for bad input or faults a user can fix (missing files, corrupt images, unknown names,
 # missing optional packages); anything else is a bug and keeps its traceback.

@@ -37,10 +37,14 @@ def add(sub) -> None:
     p.add_argument("--loss", default=d.loss, choices=LOSSES, metavar="LOSS",
                    help="training loss: " + "; ".join(f"{s.name}: {s.summary}" for s in SPECS.values()))
     p.add_argument("--bins", type=int, default=None, dest="num_bins",
-                   help="histogram bins of ap / tie-aware (default 20) and fastap (default 10)")
+                   help=f"histogram bins of ap / tie-aware (default {SPECS['ap'].defaults['num_bins']}) and fastap "
+                        f"(default {SPECS['fastap'].defaults['num_bins']})")
     p.add_argument("--class-balanced", action="store_true", help="ap / tie-aware: weigh queries by 1 / (images of their class in the batch)")
-    p.add_argument("--margin", type=float, default=None, help="margin of triplet (default 0.4) and contrastive (negative margin, default 0.5)")
-    p.add_argument("--temperature", type=float, default=None, help="temperature of smoothap (default 0.01)")
+    p.add_argument("--margin", type=float, default=None,
+                   help=f"margin of triplet (default {SPECS['triplet'].defaults['margin']}) and contrastive "
+                        f"(negative margin, default {SPECS['contrastive'].defaults['margin']})")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"temperature of smoothap (default {SPECS['smoothap'].defaults['temperature']})")
     p.add_argument("--memory", type=int, default=0,
                    help="ap / tie-aware: cross-batch memory of the last N descriptors, ranked with each batch (0: off)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes together)")
