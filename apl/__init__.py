@@ -3,10 +3,12 @@ with fused CPU/CUDA kernels and a pure-PyTorch reference.
 
 Subpackages: `apl.train` (multistage step), `apl.distributed` (global-batch all-gather),
 `apl.nn` (RetrievalNet, GeM, whitening), `apl.data` (image lists, samplers, bundled digits),
-`apl.evaluation` (exact mAP, Revisited Oxford/Paris protocol, whitening, query expansion).
+`apl.evaluation` (exact mAP, Revisited Oxford/Paris protocol, whitening, query expansion),
+`apl.memory` (cross-batch memory), `apl.losses` (training losses by name), `apl.pml` (the AP loss
+as a pytorch-metric-learning loss; imported on demand).
 """
 from . import _ops  # noqa: F401  (registers fake kernels and autograd for torch.ops.apl)
-from . import data, distributed, evaluation, nn, train
+from . import data, distributed, evaluation, memory, nn, train
 from .backends import BackendStatus, available_backends
 from .functional import ap_loss, per_query_ap, quantized_ap
 from .loss import APLoss
@@ -25,6 +27,7 @@ __all__ = [
     "data",
     "distributed",
     "evaluation",
+    "memory",
     "nn",
     "train",
 ]

@@ -99,3 +99,24 @@ def test_memory_errors():
         loss_fn(unit_rows(6, 3), random_labels(6, 2))
     with pytest.raises(TypeError, match="with_memory needs an apl.APLoss"):
         with_memory(torch.nn.MSELoss(), size=8, dim=4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not apl.available_backends()["cuda"].available, reason="needs the compiled CUDA kernels and a GPU")
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_ref_includes_queries_on_cuda(chunk_size):
+    x, y = unit_rows(20, 6, torch.float64, seed=64), random_labels(20, 4, seed=64)
+    m, my = unit_rows(30, 6, torch.float64, seed=65), random_labels(30, 4, seed=65)
+    refs, ref_y = torch.cat([x, m]), torch.cat([y, my])
+    want = apl.per_query_ap(refs, ref_y, backend="torch")[0][:20]
+    got = apl.per_query_ap(x.cuda(), y.cuda(), refs.cuda(), ref_y.cuda(), backend="cuda", chunk_size=chunk_size,
+                           ref_includes_queries=True)[0]
+    torch.testing.assert_close(got.cpu(), want, rtol=0, atol=1e-10)
+    xc = x.cuda().requires_grad_()
+    loss = apl.ap_loss(xc, y.cuda(), torch.cat([xc, m.cuda()]), ref_y.cuda(), backend="cuda", chunk_size=chunk_size,
+                       ref_includes_queries=True)
+    (g,) = torch.autograd.grad(loss, xc)
+    xr = x.clone().requires_grad_()
+    (gr,) = torch.autograd.grad(apl.ap_loss(xr, y, torch.cat([xr, m]), ref_y, backend="torch",
+                                            ref_includes_queries=True), xr)
+    torch.testing.assert_close(g.cpu(), gr, rtol=0, atol=1e-10)
