@@ -45,6 +45,18 @@ def test_two_processes_follow_the_one_process_run_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+def test_cross_batch_memory_under_torchrun_follows_one_process(tmp_path):
+    """Every rank puts the same global batch into its memory: two processes follow one."""
+    args = [*ARGS, "--memory", "200", "--epochs", "2"]
+    assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+    r = _torchrun(*args, "--out", str(tmp_path / "two"))
+    assert r.returncode == 0, r.stderr
+    for a, b in zip(_epochs(tmp_path / "one"), _epochs(tmp_path / "two")):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["eval_map"] - b["eval_map"]) < 1e-3
+    assert torch.load(tmp_path / "two" / "last.pt", weights_only=True)["memory"]["count"].item() == 2 * 3 * 128
+
+
+@pytest.mark.slow
 def test_a_global_batch_that_does_not_split_is_refused_on_every_rank(tmp_path):
     r = _torchrun(*[a if a != "128" else "63" for a in ARGS], "--epochs", "1", "--out", str(tmp_path / "r"))
     assert r.returncode != 0
