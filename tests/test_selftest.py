@@ -194,3 +194,20 @@ def test_apl_selftest_command():
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "apl selftest: cpu : ok" in res.stdout
+
+
+@needs_cpu_kernel
+def test_selftest_neither_warns_nor_uses_up_the_norm_warning(monkeypatch):
+    """Its rows are not unit-norm on purpose: no warning, and the user's first bad call still warns."""
+    import warnings
+
+    import apl.functional as fn
+
+    monkeypatch.setattr(fn, "_norm_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        st.check_backend("cpu", torch.device("cpu"), st.AUTO_SIZES, quick=True)
+    assert fn._norm_warned is False
+    x = torch.nn.functional.normalize(torch.randn(8, 3, dtype=torch.float64), dim=1) * 5
+    with pytest.warns(UserWarning, match="not L2-normalised"):
+        apl.ap_loss(x, torch.arange(8) % 2, backend="torch")
