@@ -42,3 +42,11 @@ def test_schedules():
     assert lr_factor("cosine", 5, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
     assert [lr_factor("step", k, 9) for k in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
     assert lr_factor("none", 7, 9) == 1
+
+
+def test_configs_written_before_the_loss_registry_still_load():
+    """Older run folders stored num_bins=20 for every loss; a triplet run must still validate."""
+    old = dict(TrainConfig(loss="triplet").to_dict(), num_bins=20)
+    cfg = TrainConfig.from_dict(old).validate()
+    assert cfg.num_bins is None
+    assert TrainConfig.from_dict(dict(TrainConfig().to_dict(), num_bins=20)).num_bins == 20  # the AP loss keeps it

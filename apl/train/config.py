@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..losses import LOSSES, check_options, spec_of
+from ..losses import LOSSES, SPECS, check_options, spec_of
 from ..nn import BACKBONES
 
 OPTIMIZERS = ("adam", "sgd")
@@ -151,6 +151,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown configuration fields {unknown} (written by a newer apl?)")
         d = dict(d)
+        # Before the loss registry every run stored num_bins=20, whatever its loss.
+        if d.get("num_bins") == 20 and d.get("loss") in SPECS and "num_bins" not in SPECS[d["loss"]].options:
+            d["num_bins"] = None
         for name in ("train_classes", "scales"):
             if name in d:
                 d[name] = tuple(d[name])
