@@ -4,7 +4,7 @@
 
 The CPU extension is always built. The CUDA kernels are added when torch has CUDA and nvcc is
 found; set APL_CPU_ONLY=1 to skip them. GPU architectures: those of the GPUs visible at build
-time, else a default list with +PTX (apl/_arch.py); APL_CUDA_ARCH or TORCH_CUDA_ARCH_LIST
+time, else a default list with +PTX (apl/ops/cuda_arch.py); APL_CUDA_ARCH or TORCH_CUDA_ARCH_LIST
 (e.g. "8.0;9.0") overrides.
 """
 import glob
@@ -33,8 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _load_arch_module():
-    """apl/_arch.py by path: importing the apl package would need the extension being built."""
-    spec = importlib.util.spec_from_file_location("apl_arch", os.path.join(HERE, "apl", "_arch.py"))
+    """apl/ops/cuda_arch.py by path: importing the apl package would need the extension being built."""
+    spec = importlib.util.spec_from_file_location("apl_arch", os.path.join(HERE, "apl", "ops", "cuda_arch.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -1,33 +1,42 @@
 """apl: the listwise average-precision loss for image retrieval (Revaud et al., ICCV 2019),
 with fused CPU/CUDA kernels and a pure-PyTorch reference.
 
-Subpackages: `apl.train` (multistage step), `apl.distributed` (global-batch all-gather),
-`apl.nn` (RetrievalNet, GeM, whitening), `apl.data` (image lists, samplers, bundled digits),
-`apl.evaluation` (exact mAP, Revisited Oxford/Paris protocol, whitening, query expansion),
-`apl.memory` (cross-batch memory), `apl.losses` (training losses by name), `apl.pml` (the AP loss
-as a pytorch-metric-learning loss; imported on demand).
+`import apl` loads the loss only (`apl.ops` and the public functions and modules). Everything else
+is a subpackage loaded on first use: `apl.nn` (RetrievalNet, GeM, whitening), `apl.data` (image
+lists, samplers, bundled datasets), `apl.evaluation` (exact metrics, Revisited Oxford/Paris,
+extraction), `apl.multistage` (the multistage step), `apl.distributed` (global-batch all-gather),
+`apl.memory` (cross-batch memory), `apl.pml` (apl's losses as pytorch-metric-learning losses),
+`apl.train` (the `apl train` program), `apl.demo`, `apl.plots`, `apl.cli`.
 """
-from . import _ops  # noqa: F401  (registers fake kernels and autograd for torch.ops.apl)
-from . import data, distributed, evaluation, memory, nn, train
-from .backends import BackendStatus, available_backends
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import ops  # noqa: F401  (registers the fake kernels and autograd of torch.ops.apl)
 from .functional import ap_loss, per_query_ap, quantized_ap
-from .loss import APLoss
-from .selftest import selftest
+from .losses.ap import APLoss
+from .ops.dispatch import BackendStatus, available_backends
+from .ops.selftest import selftest
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "APLoss",
-    "ap_loss",
-    "per_query_ap",
-    "quantized_ap",
-    "available_backends",
-    "BackendStatus",
-    "selftest",
-    "data",
-    "distributed",
-    "evaluation",
-    "memory",
-    "nn",
-    "train",
-]
+_SUBMODULES = ("cli", "data", "demo", "distributed", "evaluation", "losses", "memory", "multistage", "nn", "plots",
+               "pml", "train")
+
+__all__ = ["APLoss", "ap_loss", "per_query_ap", "quantized_ap", "available_backends", "BackendStatus", "selftest",
+           "multistage_step", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    # Subpackages on first use (PEP 562): a bug or a missing optional package in the trainer
+    # cannot break `import apl`, and the loss imports in a fraction of the time.
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name == "multistage_step":
+        return importlib.import_module(".multistage", __name__).multistage_step
+    raise AttributeError(f"module 'apl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -120,7 +120,7 @@ class GlobalBatchLoss(torch.nn.Module):
     """Wrap `loss_fn(descriptors, labels)` so that it runs on the global batch of all ranks.
 
     `GlobalBatchLoss(apl.APLoss())(d, y)` equals `apl.APLoss()(*all_gather_embeddings(d, y))`; every
-    rank returns the same loss. Usable as the `loss_fn` of `apl.train.multistage_step` and in plain
+    rank returns the same loss. Usable as the `loss_fn` of `apl.multistage_step` and in plain
     training. Under DistributedDataParallel the parameter gradients are those of the global loss.
     """
 

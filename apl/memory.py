@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import _ap_loss
-from .loss import APLoss
+from .losses.ap import APLoss
+from .ops import core
+from .ops.dispatch import resolve_for
+from .ops.validation import check_embeddings_pair, warn_if_not_unit_rows
 
 
 class CrossBatchMemory(nn.Module):
@@ -92,10 +94,15 @@ class MemoryAPLoss(nn.Module):
         # Normalised once here: the memory holds normalised rows already, so the (B + N) reference
         # rows are neither normalised again nor checked for their norm at every step.
         e = F.normalize(embeddings, dim=1) if L.normalize else embeddings
+        if not L.normalize and L.score_range == (-1.0, 1.0):
+            warn_if_not_unit_rows(e, "embeddings")
         refs = torch.cat([e, m_e.to(e.dtype)])  # the batch first: each query's own row is excluded
         ref_labels = torch.cat([labels.to(m_y.dtype), m_y])
-        loss = _ap_loss(e, labels, refs, ref_labels, None, L.num_bins, L.score_range, L.variant, L.class_balanced,
-                        L.backend, L.chunk_size, False, True, check_norm=not L.normalize)
+        e, labels, refs, ref_labels = check_embeddings_pair(e, labels, refs, ref_labels)
+        ap, npos = core.per_query(e, labels, refs, ref_labels, num_bins=L.num_bins, score_range=L.score_range,
+                                  variant=L.variant, backend=resolve_for(L.backend, e.device),
+                                  chunk_size=L.chunk_size or 0, self_offset=0)
+        loss = core.weighted_loss(ap, npos > 0, core.query_weights(labels, None, L.class_balanced, ap.dtype))
         self.memory.enqueue(e, labels)
         return loss
 

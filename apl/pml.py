@@ -25,8 +25,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import _validation as V, reference
-from .functional import ap_loss, weighted_loss
+from .functional import ap_loss
+from .ops import core, reference, validation as V
 
 try:
     from pytorch_metric_learning import losses as pml_losses
@@ -95,13 +95,8 @@ class APLoss(BaseMetricLossFunction):
         x = F.normalize(ref_emb, dim=1).to(q.dtype)
         V.check_finite(q, "embeddings")
         S = (q @ x.t()).to(torch.float64 if q.dtype == torch.float64 else torch.float32)
-        ap, npos = reference._block_ap(S, rel, valid, num_bins, score_range[0], score_range[1], variant)
-        weights = None
-        if self.class_balanced:
-            from .functional import class_balanced_weights
-
-            weights = class_balanced_weights(labels).to(ap.dtype)
-        return weighted_loss(ap, npos > 0, weights)
+        ap, npos = reference.masked_ap(S, rel, valid, num_bins, score_range, variant)
+        return core.weighted_loss(ap, npos > 0, core.query_weights(labels, None, self.class_balanced, ap.dtype))
 
 
 class CrossBatchMemory(pml_losses.CrossBatchMemory):

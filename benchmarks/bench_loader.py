@@ -7,8 +7,8 @@ batches and crops: the results do not depend on the number of workers), and its 
 timed (the first includes starting the workers). CPU numbers vary with the machine's load: compare
 them within one run.
 
-    python benchmarks/bench_loader.py                   # writes benchmarks/results/bench_loader.json
-    python benchmarks/bench_loader.py --workers 0 1 2 4 --images 768 --image-size 160
+    python -m benchmarks.bench_loader                   # writes benchmarks/results/bench_loader.json
+    python -m benchmarks.bench_loader --workers 0 1 2 4 --images 768 --image-size 160
 """
 from __future__ import annotations
 
@@ -25,12 +25,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from apl.data import ImageList, eval_transform
+from apl.nn import RetrievalNet
+from apl.train import TrainConfig, Trainer, extract
 
-from apl.data import ImageList, eval_transform  # noqa: E402
-from apl.nn import RetrievalNet  # noqa: E402
-from apl.train import TrainConfig, Trainer, extract  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 SHAPES = [(480, 640), (640, 480), (512, 512), (360, 640), (600, 400)]
 
@@ -94,7 +93,7 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_loader.json"))
+    p.add_argument("--out", default=str(RESULTS / "bench_loader.json"))
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_images(Path(tmp) / "images", a.images)

@@ -1,8 +1,8 @@
 """Loss benchmark: forward + backward time and peak memory above the inputs, against B.
 
-    python benchmarks/bench_loss.py                 # CPU table at the default sizes
-    python benchmarks/bench_loss.py --quick         # small sizes, for a smoke run
-    python benchmarks/bench_loss.py --device cuda   # the CUDA rows (benchmarks/bench_loss_cuda.py)
+    python -m benchmarks.bench_loss                 # CPU table at the default sizes
+    python -m benchmarks.bench_loss --quick         # small sizes, for a smoke run
+    python -m benchmarks.bench_loss --device cuda   # the CUDA rows (benchmarks/bench_loss_cuda.py)
 
 Methods (self-retrieval, every image a query against the others, M = 20, float32):
   gemm        the GEMM lower bound: S = D D^T and (B x B) @ D, the two products any
@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # also when run through runpy (`apl bench`)
-    sys.path.insert(0, str(HERE))
 
-from steps import make_step  # noqa: E402
+from .steps import make_step
 METHODS = ("gemm", "cpu", "cpu_stream", "torch", "naive")
 
 
@@ -160,8 +158,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # `apl bench` runs this file with PROG set, so that the usage line names the command typed
-    p = argparse.ArgumentParser(prog=globals().get("PROG"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_loss", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--sizes", default="512,1024,2048,4096", help="comma-separated batch sizes (D = --dim)")
     p.add_argument("--dim", type=int, default=512)
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(a.worker[0], int(a.worker[1]), int(a.worker[2]), a.repeats, a.chunk)))
         return 0
     if a.device == "cuda":
-        import bench_loss_cuda
+        from . import bench_loss_cuda
 
         return bench_loss_cuda.main(["--out", a.out])
     sizes = [256, 512] if a.quick else [int(s) for s in a.sizes.split(",") if s]

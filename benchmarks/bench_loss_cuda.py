@@ -1,10 +1,10 @@
 """Loss benchmark on a CUDA GPU: forward + backward time and peak memory against B and D, and the
 largest B that fits for each method.
 
-    python benchmarks/bench_loss_cuda.py                  # full run, results under benchmarks/results
-    python benchmarks/bench_loss_cuda.py --quick          # small sizes: a smoke run (about a minute)
-    python benchmarks/bench_loss_cuda.py --out DIR --no-bisect
-    python benchmarks/bench_loss.py --device cuda         # the same, through the CPU benchmark's CLI
+    python -m benchmarks.bench_loss_cuda                  # full run, results under benchmarks/results
+    python -m benchmarks.bench_loss_cuda --quick          # small sizes: a smoke run (about a minute)
+    python -m benchmarks.bench_loss_cuda --out DIR --no-bisect
+    python -m benchmarks.bench_loss --device cuda         # the same, through the CPU benchmark's CLI
 
 Methods (self retrieval: every image is a query against the other B - 1, M = 20, float32):
   gemm         the two products any implementation needs, S = D D^T then (B x B) @ D, timed in
@@ -39,10 +39,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # also when run through runpy (`apl bench`)
-    sys.path.insert(0, str(HERE))
 
-from steps import make_step  # noqa: E402
+from .steps import make_step
 METHODS = ("gemm", "cuda", "cuda_stream", "torch", "naive")
 
 
@@ -308,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(f"bench_loss_cuda: skipped, torch {torch.__version__} sees no CUDA device (no CUDA rows written)")
         return 0
-    sys.path.insert(0, str(HERE.parent))
     import apl
 
     ok, why = apl.available_backends()["cuda"]

@@ -11,7 +11,7 @@ not on its list, and FastAPLoss itself refuses reference embeddings); the JSON r
 The bound is the two matrix products any such loss needs (scores forward, gradient backward),
 timed in the same run: CPU times are reported as ratios to it (shared machines are noisy).
 
-    python benchmarks/bench_memory.py        # writes benchmarks/results/bench_memory.json
+    python -m benchmarks.bench_memory        # writes benchmarks/results/bench_memory.json
 """
 from __future__ import annotations
 
@@ -25,11 +25,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import apl
+from apl.memory import CrossBatchMemory, with_memory
 
-import apl  # noqa: E402
-from apl.memory import CrossBatchMemory, with_memory  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _median_time(step, repeats: int) -> float:
@@ -106,7 +105,7 @@ def main(argv=None) -> dict:
     p.add_argument("--memory", type=int, nargs="+", default=[0, 1024, 4096, 16384, 65536])
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-slow", type=float, default=20.0, help="stop a method once one step takes longer (s)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_memory.json"))
+    p.add_argument("--out", default=str(RESULTS / "bench_memory.json"))
     a = p.parse_args(argv)
     rows, slow = [], set()
     for N in a.memory:

@@ -8,8 +8,8 @@ kept from an earlier point; the peak is measured from after the inputs and model
 GPU part (when CUDA and torchvision are present): torchvision's ResNet-50 (random weights), 224x224,
 peak from torch.cuda.max_memory_allocated; a point that runs out of memory is recorded as "oom".
 
-    python benchmarks/bench_multistage.py            # CPU part, and the GPU part if possible
-    python benchmarks/bench_multistage.py --no-gpu
+    python -m benchmarks.bench_multistage            # CPU part, and the GPU part if possible
+    python -m benchmarks.bench_multistage --no-gpu
 
 Writes benchmarks/results/multistage.json and multistage.png.
 """
@@ -33,10 +33,8 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(ROOT))
 
-from apl.train import multistage_step  # noqa: E402
+from apl.multistage import multistage_step
 
 
 def make_loss():

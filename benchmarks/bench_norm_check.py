@@ -6,7 +6,7 @@ so unit-norm input pays it every step), and `normalize=True` (no check; one norm
 backward). CPU figures are ratios to the first, measured in the same run (shared machines are
 noisy).
 
-    python benchmarks/bench_norm_check.py            # writes benchmarks/results/norm_check.json
+    python -m benchmarks.bench_norm_check            # writes benchmarks/results/norm_check.json
 """
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import apl
+from apl.ops import notices
 
-import apl  # noqa: E402
-import apl.functional as fn  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv=None) -> dict:
@@ -32,7 +32,7 @@ def main(argv=None) -> dict:
     p.add_argument("--sizes", default="1024x512,4096x512", help="BxD pairs")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "norm_check.json"))
+    p.add_argument("--out", default=str(RESULTS / "norm_check.json"))
     a = p.parse_args(argv)
     rows = []
     for size in a.sizes.split(","):
@@ -42,7 +42,11 @@ def main(argv=None) -> dict:
         y = torch.randint(0, max(2, B // 8), (B,), generator=g).to(a.device)
 
         def step(mode: str) -> float:
-            fn._norm_warned = mode != "check"  # True: the check is skipped
+            notices.reset()
+            if mode != "check":  # the check is skipped once its warning was given
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    notices.warn_once("norm", "", UserWarning, 1)
             e = x.clone().requires_grad_()
             if a.device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -65,7 +69,7 @@ def main(argv=None) -> dict:
         print(f"B={B} D={D}: loss step {med['no check'] * 1e3:.1f} ms; with the check x{row['ratio_check']:.3f}; "
               f"normalize=True x{row['ratio_normalize']:.3f}")
         rows.append(row)
-    fn._norm_warned = False
+    notices.reset()
     result = {"device": a.device, "machine": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ Written in the style of the paper's public code (Revaud et al., ICCV 2019): the 
 every score to every bin is materialised as a (B, M, N) tensor with the triangular kernel
 max(0, 1 - |s - b_m| / Delta), then reduced to the histograms, and everything is left to autograd.
 This is what the fused kernels avoid: it holds B x M x N numbers (and autograd keeps several of
-them). It computes the same AP_Q as apl's reference (shared/design/ap_q.md): the query itself is
+them). It computes the same AP_Q as apl's reference (docs/ap_q.md): the query itself is
 left out of its list, queries without a positive are left out of the mean, and scores are clamped
 to the range (zero gradient outside it). Device-agnostic: it runs wherever its inputs are.
 """

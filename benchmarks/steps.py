@@ -20,7 +20,7 @@ def make_step(method: str, x, y, chunk: int) -> Callable[[], object]:
 
         return gemm
     if method == "naive":
-        from naive_ap import naive_ap_loss
+        from .naive_ap import naive_ap_loss
 
         loss_fn = lambda e, l: naive_ap_loss(e, l, num_bins=20)  # noqa: E731
     else:

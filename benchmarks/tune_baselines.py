@@ -8,7 +8,7 @@ classes of the demo. (The trainer's own per-epoch evaluation, on every class out
 discarded: only the 3-4 score chooses.) The best mean over seeds becomes the loss's default in
 apl/losses/registry.py.
 
-    python benchmarks/tune_baselines.py            # writes benchmarks/results/tune_baselines.json
+    python -m benchmarks.tune_baselines            # writes benchmarks/results/tune_baselines.json
 """
 from __future__ import annotations
 
@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from apl.data import load_digits
+from apl.data.digits import DigitsDataset
+from apl.demo.comparison import comparison_config
+from apl.evaluation import mean_average_precision
+from apl.train import Trainer, extract, load_model
 
-from apl.data import load_digits  # noqa: E402
-from apl.data.digits import DigitsDataset  # noqa: E402
-from apl.demo import comparison_config  # noqa: E402
-from apl.evaluation import mean_average_precision  # noqa: E402
-from apl.train import Trainer, extract, load_model  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 TRAIN, VALIDATION = (0, 1, 2), (3, 4)
 GRID = {
@@ -62,7 +61,7 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--losses", nargs="+", default=list(GRID))
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_baselines.json"))
+    p.add_argument("--out", default=str(RESULTS / "tune_baselines.json"))
     a = p.parse_args(argv)
     results, chosen = [], {}
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-// The quantized-AP math shared by every compiled backend (see shared/design/ap_q.md).
+// The quantized-AP math shared by every compiled backend (see docs/ap_q.md).
 //
 // Plain C++ with no torch header, so the CUDA kernels include it from .cu files that nvcc
 // compiles without torch. Everything is per query row: locate a score in the bins, then turn
@@ -16,7 +16,7 @@
 
 namespace apl {
 
-// Must match apl/_variants.py.
+// Must match apl/ops/variants.py.
 enum Variant : int64_t { kApQ = 0, kTieAware = 1, kTieAwareSimplified = 2 };
 
 // Same constant as the paper's tie-aware code: keeps r_m and p_m / n_m finite when n_m -> 0.
@@ -43,7 +43,7 @@ APL_HD Bins<T> make_bins(double lo, double hi, int M) {
   Bins<T> b;
   b.lo = static_cast<T>(lo);
   b.hi = static_cast<T>(hi);
-  // Computed in double then rounded once; the torch reference does the same (apl/reference.py).
+  // Computed in double then rounded once; the torch reference does the same (apl/ops/reference.py).
   b.inv_delta = static_cast<T>(static_cast<double>(M - 1) / (hi - lo));
   b.tmax = static_cast<T>(M - 1);
   b.M = M;

@@ -1,6 +1,7 @@
 // The apl operators, defined once for every device. Device implementations are registered in
-// csrc/cpu/ and csrc/cuda/; the Python side adds fake (meta) kernels and autograd (apl/_ops.py).
-#include <torch/extension.h>
+// csrc/cpu/ and csrc/cuda/; the Python side adds fake (meta) kernels and autograd
+// (apl/ops/compiled.py). Python asks the dispatcher which devices have kernels.
+#include <Python.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(apl, m) {
@@ -28,11 +29,11 @@ TORCH_LIBRARY(apl, m) {
         "int num_bins, float lo, float hi) -> Tensor");
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "apl compiled kernels (operators are under torch.ops.apl)";
-#ifdef APL_WITH_CUDA
-  m.attr("with_cuda") = true;
-#else
-  m.attr("with_cuda") = false;
-#endif
+// `import apl._C` only has to load this library so that the registrations above run: an empty
+// module, without pybind11.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C",
+                               "apl compiled kernels (operators are under torch.ops.apl)", -1,
+                               nullptr};
+  return PyModule_Create(&module);
 }

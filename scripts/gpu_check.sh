@@ -7,11 +7,11 @@
 #   env       GPU, driver, nvcc, torch: into summary.txt
 #   build     pip install --no-build-isolation --no-deps -e .  (CUDA archs: $APL_CUDA_ARCH, default
 #             the GPU's own), then checks that apl sees its CUDA kernels; later stages need it
-#   test      the whole pytest suite (tests/test_cuda.py included)
+#   test      the whole pytest suite (every device-parametrized test, and tests/cuda/)
 #   sanitize  compute-sanitizer memcheck and racecheck on scripts/sanitize_case.py
-#   bench     benchmarks/bench_loss_cuda.py: the timing table and the streaming target
-#   bisect    benchmarks/bench_loss_cuda.py --skip-table: the largest B per method
-#   quick     benchmarks/bench_loss_cuda.py --quick: a one-minute smoke run of the benchmark
+#   bench     python -m benchmarks.bench_loss_cuda: the timing table and the streaming target
+#   bisect    python -m benchmarks.bench_loss_cuda --skip-table: the largest B per method
+#   quick     python -m benchmarks.bench_loss_cuda --quick: a one-minute smoke run of the benchmark
 # Logs and results go to "$OUT" (default ./gpu_results), at most 8 files:
 #   summary.txt build.log pytest.log sanitizer.log bench.log bench_loss_cuda*.json/png
 # A device call is limited to 10 minutes, so a session runs the stages over several calls while
@@ -126,7 +126,7 @@ stage_sanitize() {
 
 stage_bench() {
   local t0=$SECONDS rc
-  timeout 570 "$PY" benchmarks/bench_loss_cuda.py --out "$OUT" "$@" >>"$OUT/bench.log" 2>&1
+  timeout 570 "$PY" -m benchmarks.bench_loss_cuda --out "$OUT" "$@" >>"$OUT/bench.log" 2>&1
   rc=$?
   note "bench $*: $( [ $rc -eq 0 ] && echo ok || echo "FAILED (rc $rc)") in $((SECONDS - t0)) s"
   tail -30 "$OUT/bench.log"

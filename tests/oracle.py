@@ -1,4 +1,4 @@
-"""Independent oracle: per-query loops in NumPy, straight from shared/design/ap_q.md.
+"""Independent oracle: per-query loops in NumPy, straight from docs/ap_q.md.
 
 Nothing here is shared with apl: the triangular kernel is the literal max(0, 1 - |s - b_m| / Delta)
 on the clamped score, and the AP sums run bin by bin in plain Python.

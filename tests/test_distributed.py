@@ -15,7 +15,7 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from apl.distributed import GlobalBatchLoss, all_gather_embeddings
-from conftest import listwise_loss
+from helpers import listwise_loss
 from apl.train import multistage_step
 
 WORLD = 2

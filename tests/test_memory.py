@@ -5,7 +5,7 @@ import torch
 
 import apl
 from apl.memory import CrossBatchMemory, with_memory
-from conftest import CPU_BACKENDS, random_labels, unit_rows
+from helpers import CPU_BACKENDS, random_labels, unit_rows
 
 
 @pytest.mark.parametrize("chunk_size", [None, 7])

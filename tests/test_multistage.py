@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import listwise_loss
+from helpers import listwise_loss
 from apl.train import MultistageStep, multistage_step
 
 

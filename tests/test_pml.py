@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import apl
-from conftest import random_labels, unit_rows
+from helpers import random_labels, unit_rows
 
 pml = pytest.importorskip("pytorch_metric_learning")
 from apl.pml import APLoss as PMLAPLoss, CrossBatchMemory  # noqa: E402

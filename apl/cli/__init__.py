@@ -3,7 +3,10 @@
 - `train_cmd`: `apl train` (one process or several under torchrun);
 - `eval_cmd`: `apl eval`, `apl extract`;
 - `show_cmd`: `apl show` (pictures of the top results of a few queries);
-- `tools_cmd`: `apl demo`, `apl check-images`, `apl bench`.
+- `selftest_cmd`: `apl selftest`;
+- `tools_cmd`: `apl demo`, `apl check-images`.
+
+The benchmarks are scripts of the source tree (`python -m benchmarks.bench_loss`), not commands.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import argparse
 import sys
 from typing import Optional
 
-from . import eval_cmd, show_cmd, tools_cmd, train_cmd
+from . import eval_cmd, selftest_cmd, show_cmd, tools_cmd, train_cmd
 from .common import USER_ERRORS, HelpFormatter
 
 
@@ -24,25 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add(sub)
     show_cmd.add(sub)
     tools_cmd.add_check_images(sub)
-    tools_cmd.add_bench(sub)
-    sub.add_parser("selftest", add_help=False, help="check the compiled kernels against the reference"
-                   ).set_defaults(func=lambda a: _selftest(a.rest))
+    selftest_cmd.add(sub)
     return p
-
-
-def _selftest(rest: list[str]) -> int:
-    from ..selftest import cli_main
-
-    return cli_main(rest)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    a, rest = parser.parse_known_args(argv)
-    if rest and a.command not in ("bench", "selftest"):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    a.rest = rest
+    a = parser.parse_args(argv)
     a.argv = argv
     try:
         return a.func(a)

@@ -84,8 +84,8 @@ def _workers(a, cfg) -> int:
 
 def run_eval(a: argparse.Namespace) -> int:
     from ..train.data import build_datasets
-    from ..train.extraction import evaluate
-    from ..train.report import metrics_table
+    from ..evaluation.extraction import evaluate
+    from ..evaluation.report import metrics_table
 
     model, cfg, scales = _setup(a)
     workers = _workers(a, cfg)
@@ -116,7 +116,7 @@ def _revisited(model, root: str, image_size: int, scales, workers: int, prefetch
     read by the batched loader at their own shapes."""
     from .. import evaluation
     from ..data import RevisitedImages, eval_transform, load_revisited
-    from ..train.extraction import extract
+    from ..evaluation.extraction import extract
 
     ds = load_revisited(root)
     tf = eval_transform(image_size)
@@ -139,7 +139,7 @@ def run_extract(a: argparse.Namespace) -> int:
     import numpy as np
 
     from ..train.data import build_datasets
-    from ..train.extraction import extract
+    from ..evaluation.extraction import extract
 
     model, cfg, scales = _setup(a)
     train_set, eval_set, _ = build_datasets(cfg, augment=False)  # the evaluation transform, always

@@ -38,7 +38,8 @@ def _check(a: argparse.Namespace) -> None:
 
 
 def run_show(a: argparse.Namespace) -> int:
-    from ..train.rankings import check_counts, save_rankings, save_revisited_rankings
+    from ..evaluation.rankings import check_counts
+    from ..evaluation.show import save_rankings, save_revisited_rankings
 
     _check(a)  # before the checkpoint is read
     model, cfg, scales = _setup(a)

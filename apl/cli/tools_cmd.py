@@ -1,4 +1,4 @@
-"""`apl demo`, `apl check-images` and `apl bench`."""
+"""`apl demo` and `apl check-images`."""
 from __future__ import annotations
 
 import argparse
@@ -60,25 +60,3 @@ def run_check_images(a: argparse.Namespace) -> int:
         print(msg)
     print(f"{len(images)} images checked, {len(bad)} bad", file=sys.stderr)
     return 1 if bad else 0
-
-
-def add_bench(sub) -> None:
-    # Arguments after `apl bench` (--help included) go to benchmarks/bench_loss.py unchanged.
-    sub.add_parser("bench", add_help=False, help="the loss benchmark: runs benchmarks/bench_loss.py from a source checkout of apl "
-                                                 "(arguments pass through; `apl bench --help` lists them)").set_defaults(func=run_bench)
-
-
-def run_bench(a: argparse.Namespace) -> int:
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_loss.py"
-    if not script.is_file():
-        raise FileNotFoundError(f"apl bench runs {script}, which is only in a source checkout of apl (git clone, then pip install -e .)")
-    import runpy
-
-    argv, sys.argv = sys.argv, ["apl bench"] + a.rest
-    try:
-        runpy.run_path(str(script), init_globals={"PROG": "apl bench"}, run_name="__main__")
-    except SystemExit as done:  # the script ends with sys.exit(main())
-        return int(done.code or 0)
-    finally:
-        sys.argv = argv
-    return 0

@@ -1,7 +1,10 @@
 """Retrieval evaluation: exact mAP / precision / recall / MAP@R / R-precision / Recall@K (hit rate)
-on labelled descriptors, the Revisited Oxford / Paris protocol, PCA-whitening, alpha-QE / alpha-DBA,
-and chunked similarity search."""
+on labelled descriptors (`metrics`), the Revisited Oxford / Paris protocol (`revisited`),
+PCA-whitening, alpha-QE / alpha-DBA, chunked similarity search (`search`); descriptors of a dataset
+through a model and the held-out evaluation (`extraction`); the names and formatting of the
+held-out metrics (`report`); rankings of a few queries (`rankings`) and their pictures (`show`)."""
 from .expansion import alpha_database_augmentation, alpha_query_expansion
+from .extraction import describe, evaluate, extract, retrieval_metrics
 from .metrics import (
     at_r_per_query,
     average_precisions,
@@ -10,6 +13,7 @@ from .metrics import (
     mean_average_precision,
     nan_mean,
     precision_at_k,
+    precision_recall_curve,
     r_precision,
     recall_at_k,
 )
@@ -25,6 +29,9 @@ __all__ = [
     "alpha_database_augmentation",
     "alpha_query_expansion",
     "at_r_per_query",
+    "describe",
+    "evaluate",
+    "extract",
     "average_precisions",
     "hit_rate_at_k",
     "knn",
@@ -33,8 +40,10 @@ __all__ = [
     "nan_mean",
     "pairwise_scores",
     "precision_at_k",
+    "precision_recall_curve",
     "r_precision",
     "recall_at_k",
+    "retrieval_metrics",
     "revisited_average_precisions",
     "revisited_map",
     "trapezoidal_ap",

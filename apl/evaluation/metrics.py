@@ -25,6 +25,7 @@ These cut the list at R, so like `precision_at_k` they order equal scores by inc
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -214,3 +215,26 @@ def r_precision(embeddings, labels, chunk_size: Optional[int] = None) -> float:
     ordered by increasing index; queries without a positive are left out.
     """
     return nan_mean(at_r_per_query(embeddings, labels, chunk_size)[1])
+
+
+def precision_recall_curve(descriptors: torch.Tensor, labels: torch.Tensor, levels: int = 21) -> tuple[list, list]:
+    """Mean interpolated precision at recall levels 0, 0.05, ..., 1 over the queries (each item a
+    query against the others), for plotting."""
+    s = descriptors @ descriptors.t()
+    s.fill_diagonal_(-math.inf)
+    order = s.argsort(1, descending=True)[:, :-1]
+    rel = (labels[order] == labels[:, None]).double()
+    npos = rel.sum(1)
+    keep = npos > 0
+    rel, npos = rel[keep], npos[keep]
+    hits = rel.cumsum(1)
+    precision = hits / torch.arange(1, rel.shape[1] + 1, dtype=torch.float64)
+    recall = hits / npos[:, None]
+    # interpolated precision: best precision at any recall >= r
+    best = precision.flip(1).cummax(1).values.flip(1)
+    grid = torch.linspace(0, 1, levels, dtype=torch.float64)
+    out = []
+    for r in grid:
+        idx = (recall >= r - 1e-12).double().argmax(1)
+        out.append(float(best.gather(1, idx[:, None]).mean()))
+    return grid.tolist(), out

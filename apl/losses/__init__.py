@@ -1,10 +1,11 @@
-"""Training losses by name: apl's AP losses and pytorch-metric-learning baselines, for comparing
-the AP loss ceteris paribus (same network, data, batches and budget).
+"""The losses as modules, one per file, and the losses by name for training and comparison.
 
-`build_loss(name, ...)` returns a module called as `loss(embeddings, labels)`; `SPECS` says what
-each loss is and which options it takes.
+- `ap`: `APLoss`, apl's listwise AP loss (1 - mAP_Q, or a tie-aware AP);
+- `registry`: `build_loss(name, ...)`, `SPECS` (what each loss is and which options it takes);
+- `baselines`: pytorch-metric-learning's losses behind the same call, `loss(embeddings, labels)`.
 """
-from .pml_baselines import PMLLoss
+from .ap import APLoss
+from .baselines import PMLLoss
 from .registry import FLAGS, LOSSES, SPECS, LossSpec, build_loss, check_options, spec_of
 
-__all__ = ["FLAGS", "LOSSES", "SPECS", "LossSpec", "PMLLoss", "build_loss", "check_options", "spec_of"]
+__all__ = ["APLoss", "FLAGS", "LOSSES", "SPECS", "LossSpec", "PMLLoss", "build_loss", "check_options", "spec_of"]

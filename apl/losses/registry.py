@@ -1,6 +1,6 @@
 """The training losses by name: what each takes, its defaults, and how to build it.
 
-The AP losses are apl's own; the baselines are pytorch-metric-learning's (apl/losses/pml_baselines.py).
+The AP losses are apl's own; the baselines are pytorch-metric-learning's (apl/losses/baselines.py).
 Defaults of the baselines (margin, temperature, bins) were chosen on a validation split of the
 *training* classes of the bundled digits, never on held-out classes: see
 benchmarks/tune_baselines.py and benchmarks/results/tune_baselines.json.
@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from torch import nn
+
+from . import baselines
+from .ap import APLoss
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,10 @@ def build_loss(name: str, num_bins: Optional[int] = None, class_balanced: bool =
                temperature: Optional[float] = None, chunk_size: Optional[int] = None) -> nn.Module:
     """A training loss by name (see LOSSES). Each takes (embeddings (B, D), labels (B,)); options
     left to None take the loss's default (SPECS)."""
-    from ..loss import APLoss
-
     spec = spec_of(name)
     pick = lambda key, value: spec.defaults.get(key) if value is None else value  # noqa: E731
     if name in ("ap", "tie-aware"):
         return APLoss(num_bins=pick("num_bins", num_bins), variant="ap_q" if name == "ap" else "tie_aware",
                       class_balanced=class_balanced, chunk_size=chunk_size)
-    from . import pml_baselines
-
-    return pml_baselines.build(name, margin=pick("margin", margin), num_bins=pick("num_bins", num_bins),
+    return baselines.build(name, margin=pick("margin", margin), num_bins=pick("num_bins", num_bins),
                                temperature=pick("temperature", temperature))

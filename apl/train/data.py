@@ -17,6 +17,7 @@ import torch
 
 from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, DigitsDataset, ImageList, split_digits
 from ..data import eval_transform, train_transform
+from ..data.loaders import loader_options
 from .config import TrainConfig
 
 
@@ -150,14 +151,6 @@ class SeededDataset(torch.utils.data.Dataset):
             # queue a seed for every accelerator, recording a stack trace per sample (slow).
             torch.random.default_generator.manual_seed(seed)
             return self.dataset[index]
-
-
-def loader_options(workers: int, prefetch: int, device: torch.device) -> dict:
-    """DataLoader keywords shared by training and extraction."""
-    opts: dict = {"num_workers": workers, "pin_memory": device.type == "cuda"}
-    if workers > 0:
-        opts.update(persistent_workers=True, prefetch_factor=prefetch)
-    return opts
 
 
 def train_loader(dataset, batches: SeededBatches, workers: int, prefetch: int, device: torch.device):

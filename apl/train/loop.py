@@ -20,16 +20,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import CorruptImageError
 from ..distributed import GlobalBatchLoss
+from ..evaluation.extraction import evaluate
 from ..losses import build_loss
 from ..memory import CrossBatchMemory, with_memory
+from ..multistage import multistage_step
+from ..plots.curves import plot_curves
 from . import launch as L
 from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import SeededBatches, build_datasets, build_sampler, check_data, check_workers, default_workers, train_loader
-from .extraction import evaluate
-from .multistage import multistage_step
 from .optim import build_optimizer, set_learning_rate
-from .plots import plot_curves
 from .run_folder import MetricsLog, clear_run_files, plan_start, write_config
 from .weights import load_init_weights
 

@@ -1,4 +1,4 @@
-// CUDA row kernels of the quantized AP loss (shared/design/ap_q.md), pure CUDA: no torch header.
+// CUDA row kernels of the quantized AP loss (docs/ap_q.md), pure CUDA: no torch header.
 //
 // Forward  : one block per query row. Every thread walks the row with a stride of blockDim,
 //            locates each score in the bins (apl::locate, the arithmetic of the CPU kernel) and

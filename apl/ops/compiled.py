@@ -1,0 +1,131 @@
+"""Fake (meta) kernels and autograd for the compiled apl ops, and thin callers.
+
+The ops are defined once in C++ (csrc/ops_registration.cpp). Registering their shapes and their
+backward here makes them work under autograd, torch.library.opcheck and torch.compile.
+"""
+from __future__ import annotations
+
+import torch
+
+from .extension import _C
+
+__all__ = ["self_ap", "ref_ap", "scores_ap"]
+
+
+def _acc(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _forward_fakes(x: torch.Tensor, B: int, N: int, M: int, chunk_size: int, with_scores: bool):
+    dt = _acc(x.dtype)
+    out = (
+        x.new_empty((B,), dtype=dt),
+        x.new_empty((B,), dtype=torch.int64),
+        x.new_empty((B, 2, M), dtype=torch.float64),
+    )
+    if with_scores:
+        out += (x.new_empty((B, N) if chunk_size <= 0 else (0,), dtype=dt),)
+    return out
+
+
+if _C is not None:
+
+    @torch.library.register_fake("apl::ap_self")
+    def _(embeddings, labels, num_bins, lo, hi, variant, chunk_size):
+        B = embeddings.shape[0]
+        return _forward_fakes(embeddings, B, B, num_bins, chunk_size, True)
+
+    @torch.library.register_fake("apl::ap_self_backward")
+    def _(grad_ap, embeddings, labels, coef, scores, num_bins, lo, hi, chunk_size):
+        return torch.empty_like(embeddings)
+
+    @torch.library.register_fake("apl::ap_ref")
+    def _(queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size, self_offset=-1):
+        return _forward_fakes(queries, queries.shape[0], refs.shape[0], num_bins, chunk_size, True)
+
+    @torch.library.register_fake("apl::ap_ref_backward")
+    def _(grad_ap, queries, query_labels, refs, ref_labels, coef, scores, num_bins, lo, hi, chunk_size,
+          self_offset=-1):
+        return torch.empty_like(queries), torch.empty_like(refs)
+
+    @torch.library.register_fake("apl::ap_scores")
+    def _(scores, relevance, num_bins, lo, hi, variant):
+        return _forward_fakes(scores, scores.shape[0], scores.shape[1], num_bins, 0, False)
+
+    @torch.library.register_fake("apl::ap_scores_backward")
+    def _(grad_ap, scores, relevance, coef, num_bins, lo, hi):
+        return torch.empty_like(scores)
+
+    # --- autograd: the saved coefficients (B, 2, M) and, unless streaming, the scores ---------
+
+    def _setup_self(ctx, inputs, output):
+        embeddings, labels, num_bins, lo, hi, _variant, chunk_size = inputs
+        _ap, _npos, coef, scores = output
+        ctx.save_for_backward(embeddings, labels, coef, scores)
+        ctx.args = (num_bins, lo, hi, chunk_size)
+        ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
+
+    def _backward_self(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
+        embeddings, labels, coef, scores = ctx.saved_tensors
+        if grad_ap is None:
+            return (None,) * 7
+        d_emb = torch.ops.apl.ap_self_backward(grad_ap, embeddings, labels, coef, scores, *ctx.args)
+        return d_emb, None, None, None, None, None, None
+
+    torch.library.register_autograd("apl::ap_self", _backward_self, setup_context=_setup_self)
+
+    def _setup_ref(ctx, inputs, output):
+        queries, query_labels, refs, ref_labels, num_bins, lo, hi, _variant, chunk_size = inputs[:9]
+        self_offset = inputs[9] if len(inputs) > 9 else -1
+        _ap, _npos, coef, scores = output
+        ctx.save_for_backward(queries, query_labels, refs, ref_labels, coef, scores)
+        ctx.args = (num_bins, lo, hi, chunk_size, self_offset)
+        ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
+
+    def _backward_ref(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
+        queries, query_labels, refs, ref_labels, coef, scores = ctx.saved_tensors
+        if grad_ap is None:
+            return (None,) * 10
+        dq, dx = torch.ops.apl.ap_ref_backward(
+            grad_ap, queries, query_labels, refs, ref_labels, coef, scores, *ctx.args
+        )
+        return dq, None, dx, None, None, None, None, None, None, None
+
+    torch.library.register_autograd("apl::ap_ref", _backward_ref, setup_context=_setup_ref)
+
+    def _setup_scores(ctx, inputs, output):
+        scores, relevance, num_bins, lo, hi, _variant = inputs
+        _ap, _npos, coef = output
+        ctx.save_for_backward(scores, relevance, coef)
+        ctx.args = (num_bins, lo, hi)
+        ctx.set_materialize_grads(False)
+
+    def _backward_scores(ctx, grad_ap, _g_npos, _g_coef):
+        scores, relevance, coef = ctx.saved_tensors
+        if grad_ap is None:
+            return (None,) * 6
+        d_scores = torch.ops.apl.ap_scores_backward(grad_ap, scores, relevance, coef, *ctx.args)
+        return d_scores, None, None, None, None, None
+
+    torch.library.register_autograd("apl::ap_scores", _backward_scores, setup_context=_setup_scores)
+
+
+def self_ap(embeddings, labels, num_bins, lo, hi, variant, chunk_size):
+    """(ap, npos) of every row against the other rows, with the compiled kernels."""
+    ap, npos, _coef, _scores = torch.ops.apl.ap_self(embeddings, labels, num_bins, lo, hi, variant, chunk_size)
+    return ap, npos
+
+
+def ref_ap(queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size, self_offset=-1):
+    """(ap, npos) of each query against a separate database, with the compiled kernels; with
+    self_offset >= 0, query i is row self_offset + i of refs and is left out of its ranking."""
+    ap, npos, _coef, _scores = torch.ops.apl.ap_ref(
+        queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size, self_offset
+    )
+    return ap, npos
+
+
+def scores_ap(scores, relevance, num_bins, lo, hi, variant):
+    """(ap, npos) of a score matrix with a bool relevance mask, with the compiled kernels."""
+    ap, npos, _coef = torch.ops.apl.ap_scores(scores, relevance, num_bins, lo, hi, variant)
+    return ap, npos

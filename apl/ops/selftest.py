@@ -1,0 +1,200 @@
+"""Self-test of the compiled kernels against the pure-PyTorch reference, on the same device.
+
+`selftest()` runs every compiled backend present (the CPU kernel; the CUDA kernel on each visible
+GPU) on small random batches and compares loss, per-query AP and gradients with the reference.
+`quick_check(device)` is its small version, which `backend="auto"` runs once per device and process
+before it trusts the CUDA kernels (apl/ops/dispatch.py; APL_SKIP_SELFTEST=1 skips it).
+It calls the loss core (apl/ops/core.py) with each backend named, so it neither chooses a backend
+nor warns.
+
+The inputs are chosen so that any GEMM computes the scores exactly (embedding entries are
+multiples of 1/8 in 16 dimensions, so every score is a multiple of 1/64): the kernel and the
+reference then bin identical scores, and a difference means a wrong kernel, not round-off.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from . import core, extension
+
+__all__ = ["selftest", "check_backend", "quick_check"]
+
+# Largest error tolerated, relative to 1 for AP and loss and to the largest reference gradient
+# entry for gradients. The float32 reference accumulates its histograms in float32 while the
+# kernels accumulate in double, hence the looser float32 bound.
+TOLERANCE = {torch.float32: 5e-4, torch.float64: 1e-9}
+DEFAULT_SIZES = (24, 61)
+AUTO_SIZES = (12,)
+DIM = 16
+_VARIANTS = ("ap_q", "tie_aware", "tie_aware_simplified")
+
+
+def _grid_rows(n: int, g: torch.Generator, dtype: torch.dtype, device) -> torch.Tensor:
+    """Rows with entries in {-1/4, -1/8, 0, 1/8, 1/4}: dot products are exact multiples of 1/64
+    in [-1, 1] in any dtype and any GEMM order, with many ties."""
+    x = torch.randint(-2, 3, (n, DIM), generator=g).to(torch.float64) / 8
+    return x.to(device=device, dtype=dtype)
+
+
+def _labels(n: int, g: torch.Generator, device) -> torch.Tensor:
+    y = torch.randint(0, max(2, n // 4), (n,), generator=g)
+    y[0] = 10**6  # a query without a positive
+    return y.to(device)
+
+
+def _score_matrix(B: int, N: int, M: int, g: torch.Generator, dtype, device):
+    """Scores on bin centres, on and beyond the range edges, and tied, with a relevance mask."""
+    lo, hi = -1.0, 1.0
+    delta = (hi - lo) / (M - 1)
+    s = torch.rand(B, N, generator=g, dtype=torch.float64) * 2.4 - 1.2
+    centres = hi - delta * torch.randint(0, M, (B, N), generator=g).to(torch.float64)
+    s = torch.where(torch.rand(B, N, generator=g) < 0.3, centres, s)
+    s[:, :3] = torch.tensor([1.0, -1.0, 0.25], dtype=torch.float64)
+    s[1, :] = 0.375  # one big tie
+    rel = torch.rand(B, N, generator=g) < 0.3
+    rel[2] = False
+    return s.to(device=device, dtype=dtype), rel.to(device)
+
+
+def _cases(B: int, quick: bool) -> Iterator[tuple[str, dict]]:
+    """(name, arguments) of each comparison for batch size B."""
+    stream = max(1, B // 3)
+    variants = _VARIANTS[:1] if quick else _VARIANTS
+    for v in variants:
+        yield f"self/{v}", dict(form="self", variant=v, num_bins=20)
+    yield "self/streaming", dict(form="self", variant="tie_aware", num_bins=20, chunk_size=stream)
+    yield "self/bin-centres", dict(form="self", variant="ap_q", num_bins=17)
+    for v in variants:
+        yield f"reference-set/{v}", dict(form="ref", variant=v, num_bins=20)
+    yield "reference-set/streaming", dict(form="ref", variant="tie_aware_simplified", num_bins=20,
+                                          chunk_size=stream)
+    for v in variants:
+        yield f"scores/{v}", dict(form="scores", variant=v, num_bins=17)
+
+
+def _run_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
+    """[per-query AP, loss, gradients...] of one backend on one case."""
+    kw = dict(num_bins=case["num_bins"], score_range=(-1.0, 1.0), variant=case["variant"], backend=backend)
+    if case["form"] == "scores":
+        s = inputs["s"].detach().clone().requires_grad_()
+        ap = core.scores_ap(s, inputs["rel"], **kw)
+        w = torch.linspace(0.5, 1.5, ap.shape[0], dtype=ap.dtype, device=ap.device)
+        loss = 1 - (ap * w).mean()
+        (gs,) = torch.autograd.grad(loss, [s])
+        return [ap.detach(), loss.detach(), gs]
+    kw["chunk_size"] = case.get("chunk_size") or 0
+    x = inputs["x"].detach().clone().requires_grad_()
+    leaves = [x]
+    rx = ry = None
+    if case["form"] == "ref":
+        rx = inputs["rx"].detach().clone().requires_grad_()
+        ry = inputs["ry"]
+        leaves.append(rx)
+    ap, npos = core.per_query(x, inputs["y"], rx, ry, **kw)
+    loss = core.weighted_loss(ap, npos > 0)
+    grads = torch.autograd.grad(loss, leaves)
+    return [ap.detach(), loss.detach(), *grads]
+
+
+def _compare(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    err = 0.0
+    for k, (a, b) in enumerate(zip(got, want)):
+        a, b = a.double(), b.double()
+        if not torch.isfinite(a).all():
+            return float("inf")
+        diff = (a - b).abs().max().item() if a.numel() else 0.0
+        scale = max(b.abs().max().item(), 1e-12) if k >= 2 else 1.0  # gradients: relative
+        err = max(err, diff / scale)
+    return err
+
+
+def _inputs(B: int, dtype, device, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    s, rel = _score_matrix(B, B + 7, 17, g, dtype, device)
+    return dict(x=_grid_rows(B, g, dtype, device), y=_labels(B, g, device),
+                rx=_grid_rows(B + 5, g, dtype, device), ry=_labels(B + 5, g, device), s=s, rel=rel)
+
+
+
+def check_backend(kind: str, device: torch.device, sizes: Sequence[int] = DEFAULT_SIZES,
+                  quick: bool = False) -> dict:
+    """Compare backend `kind` ("cpu" or "cuda") with the reference on `device`.
+
+    Returns {"ok", "max_error", "reason", "time"}; a raised exception (a failed launch, for
+    example) is a failure whose reason names it.
+    """
+    t0 = time.perf_counter()
+    worst, failures = 0.0, []
+    dtypes = (torch.float32, torch.float64)
+    try:
+        for B in sizes:
+            for dtype in dtypes:
+                inputs = _inputs(B, dtype, device, seed=B)
+                for name, case in _cases(B, quick):
+                    err = _compare(_run_case(kind, inputs, case), _run_case("torch", inputs, case))
+                    worst = max(worst, err)
+                    if not err <= TOLERANCE[dtype]:
+                        failures.append(f"{name} B={B} {str(dtype).replace('torch.', '')}: "
+                                        f"error {err:.3g} > {TOLERANCE[dtype]:g}")
+    except Exception as exc:  # noqa: BLE001  (any failure of the kernel is the finding)
+        failures.append(f"raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+        worst = float("inf")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    reason = "; ".join(failures[:3]) + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else "")
+    return dict(ok=not failures, max_error=worst, reason=reason or f"matches the reference on {device}",
+                time=time.perf_counter() - t0)
+
+
+def _unavailable(reason: str) -> dict:
+    return dict(ok=False, max_error=float("nan"), reason=reason, time=0.0, available=False)
+
+
+def selftest(device: Optional[str | torch.device] = None, sizes: Sequence[int] = DEFAULT_SIZES) -> dict:
+    """Check every compiled backend present against the pure-PyTorch reference.
+
+    Args:
+        device: None for all (the CPU kernel and the CUDA kernel on every visible GPU), or one
+            device ("cpu", "cuda", "cuda:1").
+        sizes: batch sizes of the random batches.
+
+    Returns:
+        {"cpu": r, "cuda": r}; each r has "ok" (bool), "max_error" (float: AP and loss errors,
+        gradient errors relative to the largest reference gradient), "reason" (what failed, or
+        why the backend is not available), "time" (seconds) and "available" (bool). For CUDA
+        with several GPUs, "devices" holds one such entry per GPU.
+    """
+    want = None if device is None else torch.device(device)
+    out: dict[str, dict] = {}
+    ok, why = extension.cpu_status()
+    if want is not None and want.type != "cpu":
+        out["cpu"] = _unavailable("not requested")
+    elif not ok:
+        out["cpu"] = _unavailable(why)
+    else:
+        out["cpu"] = dict(check_backend("cpu", torch.device("cpu"), sizes), available=True)
+    ok, why = extension.cuda_status()
+    if want is not None and want.type != "cuda":
+        out["cuda"] = _unavailable("not requested")
+    elif not ok:
+        out["cuda"] = _unavailable(why)
+    else:
+        if want is not None and want.index is not None:
+            devs = [want]
+        else:
+            devs = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        per = {str(d): check_backend("cuda", d, sizes) for d in devs}
+        bad = [f"{d}: {r['reason']}" for d, r in per.items() if not r["ok"]]
+        out["cuda"] = dict(ok=not bad, max_error=max(r["max_error"] for r in per.values()),
+                           reason="; ".join(bad) or f"matches the reference on {', '.join(per)}",
+                           time=sum(r["time"] for r in per.values()), available=True, devices=per)
+    return out
+
+
+def quick_check(device: torch.device) -> dict:
+    """The small self-test that `backend="auto"` runs once per device before trusting the kernels."""
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    return check_backend(kind, device, AUTO_SIZES, quick=True)

@@ -1,0 +1,112 @@
+// Argument checks of every apl op (see op_args.h).
+#include "op_args.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace apl {
+
+at::ScalarType compute_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+namespace {
+
+// Bins are indexed with int (ap_math.h); this bound keeps 2 * num_bins and the per-row tables far
+// from overflow and allocation failure.
+constexpr int64_t kMaxBins = int64_t{1} << 24;
+
+void check_on(const OpArgs& a, const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device() == a.x->device(), "apl: ", a.op, ": ", name, " is on ",
+                    t.device(), " but ", a.x_name, " is on ", a.x->device());
+}
+
+void check_label_vector(const OpArgs& a, const at::Tensor& t, int64_t n, const char* name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == at::kLong, "apl: ", a.op, ": ", name,
+                   " must be int64, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n, "apl: ", a.op, ": ", name,
+                    " must have shape (", n, "), got ", t.sizes());
+  check_on(a, t, name);
+}
+
+}  // namespace
+
+void check_args(const OpArgs& a) {
+  TORCH_CHECK_VALUE(a.num_bins >= 2 && a.num_bins <= kMaxBins, "apl: ", a.op,
+                    ": num_bins must be >= 2 and <= ", kMaxBins, ", got ", a.num_bins);
+  TORCH_CHECK_VALUE(std::isfinite(a.lo) && std::isfinite(a.hi) && a.lo < a.hi, "apl: ", a.op,
+                    ": score_range must be finite with lo < hi, got (", a.lo, ", ", a.hi, ")");
+  TORCH_CHECK_VALUE(a.variant >= 0 && a.variant <= 2, "apl: ", a.op, ": unknown variant id ",
+                    a.variant, " (0, 1 or 2)");
+  const at::Tensor& x = *a.x;
+  TORCH_CHECK_VALUE(x.dim() == 2, "apl: ", a.op, ": ", a.x_name, " must be 2-D, got ", x.dim(),
+                    "-D");
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "apl: ", a.op, ": ", a.x_name,
+                   " must be floating point, got ", x.scalar_type());
+  const int64_t B = x.size(0);
+  int64_t N = x.size(0);
+  if (a.labels != nullptr) check_label_vector(a, *a.labels, B, a.labels_name);
+  if (a.refs != nullptr) {
+    const at::Tensor& r = *a.refs;
+    TORCH_CHECK_VALUE(r.dim() == 2, "apl: ", a.op, ": refs must be 2-D, got ", r.dim(), "-D");
+    TORCH_CHECK_TYPE(at::isFloatingType(r.scalar_type()), "apl: ", a.op,
+                     ": refs must be floating point, got ", r.scalar_type());
+    TORCH_CHECK_VALUE(r.size(1) == x.size(1), "apl: ", a.op, ": refs must have ", x.size(1),
+                      " columns like ", a.x_name, ", got ", r.size(1));
+    check_on(a, r, "refs");
+    N = r.size(0);
+    if (a.ref_labels != nullptr) check_label_vector(a, *a.ref_labels, N, "ref_labels");
+    TORCH_CHECK_VALUE(a.self_offset == -1 || (a.self_offset >= 0 && a.self_offset + B <= N),
+                      "apl: ", a.op, ": self_offset must be -1 (no exclusion) or place the ", B,
+                      " queries inside the ", N, " refs (0 <= self_offset <= ", N - B, "), got ",
+                      a.self_offset);
+  }
+  if (a.relevance != nullptr) {
+    const at::Tensor& rel = *a.relevance;
+    TORCH_CHECK_TYPE(rel.scalar_type() == at::kBool, "apl: ", a.op,
+                     ": relevance must be bool, got ", rel.scalar_type());
+    TORCH_CHECK_VALUE(rel.sizes() == x.sizes(), "apl: ", a.op, ": relevance must have the shape ",
+                      "of ", a.x_name, " ", x.sizes(), ", got ", rel.sizes());
+    check_on(a, rel, "relevance");
+    N = x.size(1);
+  }
+  if (a.grad_ap != nullptr) {
+    const at::Tensor& g = *a.grad_ap;
+    TORCH_CHECK_TYPE(at::isFloatingType(g.scalar_type()), "apl: ", a.op,
+                     ": grad_ap must be floating point, got ", g.scalar_type());
+    TORCH_CHECK_VALUE(g.dim() == 1 && g.size(0) == B, "apl: ", a.op,
+                      ": grad_ap must have shape (", B, "), got ", g.sizes());
+    check_on(a, g, "grad_ap");
+  }
+  if (a.coef != nullptr) {
+    const at::Tensor& c = *a.coef;
+    TORCH_CHECK_TYPE(c.scalar_type() == at::kDouble, "apl: ", a.op,
+                     ": coef must be float64, got ", c.scalar_type());
+    TORCH_CHECK_VALUE(c.dim() == 3 && c.size(0) == B && c.size(1) == 2 && c.size(2) == a.num_bins,
+                      "apl: ", a.op, ": coef must have shape (", B, ", 2, ", a.num_bins,
+                      ") (num_bins must be the forward's), got ", c.sizes());
+    check_on(a, c, "coef");
+  }
+  if (a.k != nullptr) {
+    const int64_t rows = a.chunk_size > 0 ? std::min(a.chunk_size, B) : B;
+    TORCH_CHECK_VALUE(rows <= a.k->max_rows, "apl: ", a.op, ": the ", x.device().type(),
+                      " kernels take at most ", a.k->max_rows, " query rows per launch (the ",
+                      "grid's x limit), got ", rows, "; pass chunk_size or split the rows");
+    TORCH_CHECK_VALUE(!a.self || a.chunk_size > 0 || B <= a.k->max_self_batch, "apl: ", a.op,
+                      ": without chunk_size the ", x.device().type(), " kernels take B <= ",
+                      a.k->max_self_batch, " (the self-retrieval backward launches (B / 32)^2 ",
+                      "tiles, at most 65535 per grid dimension), got B = ", B,
+                      "; pass chunk_size");
+  }
+  if (a.saved != nullptr && a.chunk_size <= 0) {
+    const at::Tensor& s = *a.saved;
+    TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == B && s.size(1) == N, "apl: ", a.op,
+                      ": scores must be the (", B, ", ", N, ") tensor saved by the forward when ",
+                      "chunk_size <= 0, got ", s.sizes());
+    TORCH_CHECK_TYPE(s.scalar_type() == compute_dtype(x), "apl: ", a.op, ": scores must be ",
+                     compute_dtype(x), " (the forward's compute dtype), got ", s.scalar_type());
+    check_on(a, s, "scores");
+  }
+}
+
+}  // namespace apl
