@@ -1,5 +1,6 @@
 """Data: image lists and folders, torch-only transforms, batch samplers, the Revisited Oxford /
-Paris ground truth, and the bundled UCI digits."""
+Paris ground truth, the bundled UCI digits, and `apl.data.glyphs` (a generated many-class set of
+characters drawn by matplotlib's fonts; imported on its own, as it loads matplotlib's FreeType)."""
 from .digits import DigitsDataset, load_digits, split_digits
 from .check import find_bad_images
 from .image_list import IMAGE_EXTENSIONS, CorruptImageError, ImageList, read_image, read_image_list
