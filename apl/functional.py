@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .ops import core, validation as V
+from .ops import core, health, validation as V
 from .ops.dispatch import resolve_for
 from .ops.validation import warn_if_not_unit_rows
 
@@ -71,8 +71,14 @@ def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_r
         warn_if_not_unit_rows(embeddings, "embeddings")
         if ref_embeddings is not None:
             warn_if_not_unit_rows(ref_embeddings, "ref_embeddings")
-    return core.per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins=num_bins, score_range=score_range,
-                          variant=variant, backend=which, chunk_size=chunk, self_offset=self_offset)
+    checked = health.due()
+    if checked:
+        health.check_scores(embeddings, ref_embeddings, num_bins, score_range, self_offset)
+    ap, npos = core.per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins=num_bins, score_range=score_range,
+                              variant=variant, backend=which, chunk_size=chunk, self_offset=self_offset)
+    if checked:
+        health.check_positives(npos > 0)
+    return ap, npos
 
 
 def ap_loss(

@@ -180,7 +180,9 @@ def multistage_step(
             chunk at a time sits on the accelerator.
         labels: (B, ...) passed to `loss_fn` with the descriptors.
         loss_fn: `loss_fn(descriptors, labels) -> scalar`, e.g. `apl.APLoss()`, or
-            `apl.distributed.GlobalBatchLoss(apl.APLoss())` for the global batch of all ranks.
+            `apl.distributed.GlobalBatchLoss(apl.APLoss())` for the global batch of all ranks. It may
+            hold parameters of its own, e.g. the batch-coupled head of a network whose `model` is
+            the per-image part (`apl.train.step.HeadLoss`): they get their gradients in stage 2.
         chunk_size: inputs per forward pass (the last chunk may be smaller).
         scaler: optional `torch.amp.GradScaler`; the gradient of the scaled loss is backpropagated,
             so call `scaler.step(optimizer)` and `scaler.update()` afterwards as usual.
@@ -290,7 +292,9 @@ def multistage_step(
         buffers_after_stage1 = _snapshot_buffers(inner)
         assert descriptors is not None
 
-        # Stage 2: loss and its gradient with respect to the descriptors.
+        # Stage 2: the loss, its gradient with respect to the descriptors, and the gradients of any
+        # parameters of loss_fn itself (a batch-coupled head run on the whole batch, a learned
+        # temperature): they accumulate into .grad here, once per step.
         desc = descriptors.detach().requires_grad_(True)
         # Autocast off even inside a caller's autocast region: histogram-based losses need float32.
         with torch.enable_grad(), torch.autocast(device_type=dev_type, enabled=False):
@@ -300,10 +304,8 @@ def multistage_step(
                 raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
             loss = loss.reshape(())
             if loss.requires_grad:
-                scaled = scaler.scale(loss) if scaler is not None else loss
-                (grad,) = torch.autograd.grad(scaled, desc, allow_unused=True)
-            else:
-                grad = None
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+        grad = desc.grad
         if grad is None:
             # A loss constant in the descriptors (e.g. no positive pair): zero gradients, but the
             # backward still runs so that DDP ranks stay in step.

@@ -1,6 +1,6 @@
 import pytest
 
-from apl.ops import dispatch, notices
+from apl.ops import dispatch, health, notices
 
 
 @pytest.fixture(autouse=True)
@@ -8,7 +8,9 @@ def fresh_notices():
     """Every test starts with the once-per-process warnings unsaid and the self-checks unrun, and
     leaves them so: one test's warning cannot hide another's."""
     notices.reset()
+    health.reset()
     dispatch.forget_self_checks()
     yield
     notices.reset()
+    health.reset()
     dispatch.forget_self_checks()

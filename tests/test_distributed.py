@@ -15,11 +15,15 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from apl.distributed import GlobalBatchLoss, all_gather_embeddings
+from apl.multistage import multistage_step
+from apl.nn import RetrievalNet, SmallCNN
+from apl.train.step import TrainStep
 from helpers import listwise_loss
-from apl.train import multistage_step
 
 WORLD = 2
-TIMEOUT_S = 90.0
+# A safety net against a hang, not a speed test: a normal run takes a few seconds, but a loaded CI
+# machine can be many times slower (APL_TEST_TIMEOUT_SCALE multiplies it further).
+TIMEOUT_S = 300.0 * float(os.environ.get("APL_TEST_TIMEOUT_SCALE", "1"))
 # Local batch sizes: unequal across ranks on purpose (the gather pads), but the same number of
 # chunks (2) with MS_CHUNK, as DDP needs.
 PLAIN_SIZES = (5, 3)
@@ -40,6 +44,20 @@ def make_bn_model() -> nn.Module:
     return model
 
 
+STEP_SIZES = (4, 4)  # apl.train.step: the same number of chunks of 2 on both ranks
+
+
+def make_retrieval_net() -> nn.Module:
+    torch.manual_seed(0)
+    return RetrievalNet(SmallCNN(1, widths=(4, 8)), dim=5).double()
+
+
+def step_batch():
+    g = torch.Generator().manual_seed(2)
+    n = sum(STEP_SIZES)
+    return torch.rand(n, 1, 8, 8, generator=g, dtype=torch.float64), torch.arange(n) % 3
+
+
 def global_batch(sizes):
     g = torch.Generator().manual_seed(1)
     n = sum(sizes)
@@ -54,7 +72,7 @@ def local_slice(sizes, rank):
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=TIMEOUT_S)
     )
     res: dict = {}
     try:
@@ -100,6 +118,17 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         all_e, _ = all_gather_embeddings(e, torch.zeros(PLAIN_SIZES[rank]))
         ((rank + 1) * (all_e * w).sum()).backward()
         res["gather_grad"] = e.grad.clone()
+
+        # 3b. apl.train.step: the features under DDP, the BatchNorm head and the loss on the
+        #     gathered global batch, plain and multistage.
+        x, y = step_batch()
+        sl = local_slice(STEP_SIZES, rank)
+        for chunk in (None, 2):
+            net = make_retrieval_net()
+            res[f"step_loss_{chunk}"] = TrainStep(net, listwise_loss, torch.device("cpu"), distributed=True,
+                                                  chunk_size=chunk)(x[sl], y[sl])
+            res[f"step_grads_{chunk}"] = [p.grad.clone() for p in net.parameters()]
+            res[f"step_buffers_{chunk}"] = [b.clone() for b in net.buffers()]
 
         # 4. A different number of chunks on the two ranks: a clear error on both, not a hang.
         x, y = global_batch(PLAIN_SIZES)
@@ -220,3 +249,18 @@ def test_gather_bad_input():
         all_gather_embeddings(torch.randn(3, 2), torch.arange(2))
     with pytest.raises(TypeError, match="labels must be a torch.Tensor"):
         all_gather_embeddings(torch.randn(3, 2), [0, 1, 2])
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_train_step_with_batchnorm_head_equals_single_process(results, chunk):
+    """The BatchNorm of the head sees the global batch on every rank: two ranks compute the step of
+    one process on the whole batch (loss, every gradient, the running statistics)."""
+    net = make_retrieval_net()
+    x, y = step_batch()
+    want_loss = TrainStep(net, listwise_loss, torch.device("cpu"))(x, y)
+    for r in results:
+        torch.testing.assert_close(r[f"step_loss_{chunk}"], want_loss, rtol=1e-12, atol=1e-12)
+        for got, p in zip(r[f"step_grads_{chunk}"], net.parameters()):
+            torch.testing.assert_close(got, p.grad, rtol=1e-9, atol=1e-12)
+        for got, b in zip(r[f"step_buffers_{chunk}"], net.buffers()):
+            torch.testing.assert_close(got, b, rtol=1e-12, atol=1e-12)

@@ -39,7 +39,9 @@ def after_command(argv: list[str], command: str) -> list[str]:
 def add_data_options(p: argparse.ArgumentParser, train_default=None) -> None:
     """--dataset/--eval-dataset/--root/--eval-root, shared by train, eval and extract."""
     p.add_argument("--dataset", default=train_default,
-                   help="training images: 'digits' (bundled), an image-list file ('relative/path label' lines) or a folder of class folders")
+                   help="training images: 'digits' (bundled, 5 classes), 'glyphs' (generated characters: 149 classes, "
+                        "evaluated on 150 unseen ones), 'glyphs-val' (its tuning split), an image-list file "
+                        "('relative/path label' lines) or a folder of class folders")
     p.add_argument("--eval-dataset", default=None, help="held-out images (list file or folder); required with image data")
     p.add_argument("--root", default=None, help="folder the --dataset list's paths are relative to (default: the list file's folder)")
     p.add_argument("--eval-root", default=None, help="folder the --eval-dataset list's paths are relative to (default: that list file's folder)")

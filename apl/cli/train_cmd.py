@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..losses import LOSSES, SPECS
-from ..nn import BACKBONES
-from ..train.config import AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, TrainConfig
+from ..nn import BACKBONES, HEADS
+from ..train.config import AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, WHITENING_INITS, TrainConfig
 from .common import HelpFormatter, add_data_options, add_loader_options, after_command, explicit_options
 
 DESCRIPTION = """\
@@ -33,6 +33,16 @@ def add(sub) -> None:
     p.add_argument("--image-size", type=int, default=d.image_size, help="training: longest side, then a square random crop of this size; evaluation: longest side")
     p.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="network before GeM pooling (ResNets need torchvision)")
     p.add_argument("--dim", type=int, default=d.dim, help="descriptor dimension (output of the whitening layer)")
+    p.add_argument("--head", default=d.head, choices=HEADS,
+                   help="batchnorm: a BatchNorm (no affine) standardises the pooled features over the batch before the "
+                        "whitening, so that the descriptors of an untrained network are spread (docs/training.md); plain: "
+                        "without it, the network of earlier versions")
+    p.add_argument("--whitening-init", default=None, choices=WHITENING_INITS,
+                   help="pca: before training, start the head from the pooled features of training images (BatchNorm "
+                        "statistics and a PCA-whitening; the paper's start with a pretrained backbone)")
+    p.add_argument("--glyphs-per-class", type=int, default=d.glyphs_per_class,
+                   help="--dataset glyphs / glyphs-val: images generated per class")
+    p.add_argument("--glyph-size", type=int, default=d.glyph_size, help="--dataset glyphs / glyphs-val: image side in pixels")
     p.add_argument("--init", default=None, help="start from a local state dict (whole model or backbone, e.g. ImageNet ResNet weights)")
     p.add_argument("--loss", default=d.loss, choices=LOSSES, metavar="LOSS",
                    help="training loss: " + "; ".join(f"{s.name}: {s.summary}" for s in SPECS.values()))
@@ -49,8 +59,11 @@ def add(sub) -> None:
                    help="ap / tie-aware: cross-batch memory of the last N descriptors, ranked with each batch (0: off)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes together)")
     p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
-                   help="spread: the batch spread over all classes (the paper); pk: batch-size / images-per-class classes x images-per-class images")
-    p.add_argument("--images-per-class", type=int, default=d.images_per_class, help="images of each class in a batch with --sampler pk")
+                   help="pk: batch-size / images-per-class random classes (every class when there are fewer), the batch "
+                        "split evenly over them, so every query has positives; spread: the batch spread over all classes "
+                        "(the paper's, for classes with many images)")
+    p.add_argument("--images-per-class", type=int, default=d.images_per_class,
+                   help="--sampler pk: images of each class in a batch, at least")
     p.add_argument("--chunk-size", type=int, default=None, help="multistage backprop: images per recomputed chunk (memory of one chunk, any batch size)")
     p.add_argument("--amp", default=None, choices=AMP_DTYPES, help="mixed precision for the forward passes (the loss stays float32); fp16 uses a gradient scaler")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs in all; with --resume, a larger value extends the run")

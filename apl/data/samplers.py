@@ -56,28 +56,40 @@ class ClassBalancedBatchSampler(_EpochSampler):
     """Batches of P random classes x K random images of each (P * K indices per batch).
 
     Images of a class are drawn without replacement when it has at least K, else some repeat.
-    `num_batches` defaults to about one pass over the data (len(labels) // (P * K), at least 1).
+    With `batch_size`, a batch holds exactly that many images, split as evenly as possible over
+    the P classes (K or K + 1 each, more for the first classes drawn): what `apl train` uses when the
+    batch is not a multiple of K or has more room than the classes times K.
+    `num_batches` defaults to about one pass over the data (len(labels) // batch, at least 1).
     """
 
     def __init__(
         self, labels: Sequence, classes_per_batch: int, samples_per_class: int,
-        num_batches: Optional[int] = None, seed: int = 0,
+        num_batches: Optional[int] = None, seed: int = 0, batch_size: Optional[int] = None,
     ) -> None:
         n = len(labels)
         if classes_per_batch < 1 or samples_per_class < 1:
             raise ValueError(f"classes_per_batch and samples_per_class must be >= 1, got {classes_per_batch}, {samples_per_class}")
-        default = max(1, n // (classes_per_batch * samples_per_class))
+        if batch_size is not None and not classes_per_batch <= batch_size:
+            raise ValueError(f"batch_size must be at least classes_per_batch ({classes_per_batch}), got {batch_size}")
+        self.batch_size = classes_per_batch * samples_per_class if batch_size is None else batch_size
+        default = max(1, n // self.batch_size)
         super().__init__(labels, default if num_batches is None else num_batches, seed)
         if classes_per_batch > len(self.classes):
             raise ValueError(f"classes_per_batch={classes_per_batch} but the labels have only {len(self.classes)} classes")
         self.classes_per_batch = classes_per_batch
         self.samples_per_class = samples_per_class
 
+    def counts(self) -> list[int]:
+        """Images of each of the P classes of a batch (in the order they are drawn)."""
+        base, extra = divmod(self.batch_size, self.classes_per_batch)
+        return [base + (1 if i < extra else 0) for i in range(self.classes_per_batch)]
+
     def __iter__(self) -> Iterator[list[int]]:
         g = self._generator()
+        counts = self.counts()
         for _ in range(self.num_batches):
             chosen = torch.randperm(len(self.classes), generator=g)[: self.classes_per_batch]
-            batch = [_draw(self.classes[int(c)], self.samples_per_class, g) for c in chosen]
+            batch = [_draw(self.classes[int(c)], k, g) for c, k in zip(chosen, counts)]
             yield torch.cat(batch).tolist()
 
 

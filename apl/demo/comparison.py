@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..evaluation.extraction import extract, retrieval_metrics
+from ..evaluation.extraction import extract
+from ..evaluation.summary import retrieval_metrics
 from ..evaluation.metrics import precision_recall_curve
 from ..plots.curves import plot_curves, plot_precision_recall, plot_study
 from ..train.checkpoint import build_model, load_model

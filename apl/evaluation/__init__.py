@@ -2,9 +2,9 @@
 on labelled descriptors (`metrics`), the Revisited Oxford / Paris protocol (`revisited`),
 PCA-whitening, alpha-QE / alpha-DBA, chunked similarity search (`search`); descriptors of a dataset
 through a model and the held-out evaluation (`extraction`); the names and formatting of the
-held-out metrics (`report`); rankings of a few queries (`rankings`) and their pictures (`show`)."""
+held-out metrics (`report`), all of them in one pass (`summary`); rankings of a few queries (`rankings`) and their pictures (`show`)."""
 from .expansion import alpha_database_augmentation, alpha_query_expansion
-from .extraction import describe, evaluate, extract, retrieval_metrics
+from .extraction import describe, evaluate, extract
 from .metrics import (
     at_r_per_query,
     average_precisions,
@@ -19,6 +19,7 @@ from .metrics import (
 )
 from .revisited import PROTOCOLS, revisited_average_precisions, revisited_map, trapezoidal_ap
 from .search import DEFAULT_CHUNK_SIZE, knn, pairwise_scores
+from .summary import ranked_metrics, retrieval_metrics
 from .whitening import DEFAULT_POWER, PCAWhitening
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "precision_at_k",
     "precision_recall_curve",
     "r_precision",
+    "ranked_metrics",
     "recall_at_k",
     "retrieval_metrics",
     "revisited_average_precisions",

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.loaders import loader_options
 from ..distributed import all_gather_embeddings
-from .metrics import at_r_per_query, hit_rate_at_k, mean_average_precision, nan_mean, precision_at_k
+from .summary import retrieval_metrics
 from .whitening import PCAWhitening
 
 
@@ -126,21 +126,6 @@ def extract(
         d = d.new_empty(d.shape).index_copy_(0, order, d)
         y = y.new_empty(y.shape).index_copy_(0, order.to(y.device), y)
     return d, y
-
-
-def retrieval_metrics(descriptors: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Exact held-out metrics, every image a query against all others (keys and meaning in
-    `apl.evaluation.report`): "map", "map@r", "r-precision", "p@1", "p@10", "recall@1", "recall@10".
-
-    "recall@K" is the Recall@K of metric-learning papers (a positive within the top K, i.e.
-    `hit_rate_at_k`), so "recall@1" always equals "p@1"."""
-    ap_r, r_prec = at_r_per_query(descriptors, labels)
-    out = {"map": mean_average_precision(descriptors, labels),
-           "map@r": nan_mean(ap_r), "r-precision": nan_mean(r_prec)}
-    ks = [k for k in (1, 10) if k < len(labels)]  # a tiny held-out set has fewer than 10 other items
-    out.update({f"p@{k}": v for k, v in precision_at_k(descriptors, labels, ks).items()})
-    out.update({f"recall@{k}": v for k, v in hit_rate_at_k(descriptors, labels, ks).items()})
-    return out
 
 
 def evaluate(

@@ -1,7 +1,10 @@
-"""Retrieval network parts: GeM pooling, whitening, L2 normalisation, backbones, RetrievalNet."""
+"""Retrieval network parts: backbones, GeM pooling, L2 normalisation, the descriptor head
+(BatchNorm, whitening), RetrievalNet."""
 from .backbones import BACKBONES, RESNETS, ResNetBackbone, SmallCNN, build_backbone
-from .model import RetrievalNet
+from .head import HEADS, DescriptorHead
+from .model import PooledFeatures, RetrievalNet
 from .pooling import GeM, L2Norm
 from .whitening import Whitening
 
-__all__ = ["BACKBONES", "GeM", "L2Norm", "RESNETS", "ResNetBackbone", "RetrievalNet", "SmallCNN", "Whitening", "build_backbone"]
+__all__ = ["BACKBONES", "DescriptorHead", "GeM", "HEADS", "L2Norm", "PooledFeatures", "RESNETS", "ResNetBackbone",
+           "RetrievalNet", "SmallCNN", "Whitening", "build_backbone"]

@@ -1,6 +1,7 @@
 """Backbones: networks from an image batch (B, C, H, W) to feature maps (B, out_channels, h, w).
 
 - "small_cnn": a compact CNN that trains on a couple of CPU cores; fine on 8x8 or 32x32 images.
+- "tiny_cnn": the same with half the widths (a quarter of the compute): the demo's network.
 - "resnet18" ... "resnet152": torchvision ResNets without their pooling and classifier. torchvision
   is optional: it is imported only when such a backbone is built, and weights are downloaded only
   with `pretrained=True`.
@@ -15,7 +16,9 @@ import torch.nn as nn
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SMALL_CNN = "small_cnn"
-BACKBONES = (SMALL_CNN,) + RESNETS
+# Stage widths of the small CNNs by name.
+SMALL_CNNS = {SMALL_CNN: (32, 64, 128), "tiny_cnn": (16, 32, 64)}
+BACKBONES = tuple(SMALL_CNNS) + RESNETS
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -74,7 +77,7 @@ class ResNetBackbone(nn.Module):
         except ImportError as err:
             raise ImportError(
                 f"backbone {name!r} needs torchvision, which is not installed (pip install torchvision); "
-                f"the built-in {SMALL_CNN!r} backbone needs nothing else"
+                f"the built-in {' and '.join(map(repr, SMALL_CNNS))} backbones need nothing else"
             ) from err
         # weights=None never downloads; "DEFAULT" (ImageNet) only when asked for
         net = getattr(models, name)(weights="DEFAULT" if pretrained else None)
@@ -108,10 +111,10 @@ def build_backbone(name: str, in_channels: int = 3, pretrained: bool = False, **
 
     ResNets take RGB input only; `pretrained` applies to them (the small CNN has no weights to load).
     """
-    if name == SMALL_CNN:
+    if name in SMALL_CNNS:
         if pretrained:
-            raise ValueError(f"{SMALL_CNN!r} has no pretrained weights")
-        return SmallCNN(in_channels=in_channels, **kwargs)
+            raise ValueError(f"{name!r} has no pretrained weights")
+        return SmallCNN(in_channels=in_channels, **{"widths": SMALL_CNNS[name], **kwargs})
     if name in RESNETS:
         if in_channels != 3:
             raise ValueError(f"backbone {name!r} takes 3-channel (RGB) images, got in_channels={in_channels}")

@@ -11,6 +11,9 @@ class GeM(nn.Module):
 
     p = 1 is average pooling and p -> inf max pooling. With `learn_p`, p is a parameter trained with
     the network. Activations are clamped to `eps` first, since x^p needs x > 0 for fractional p.
+
+    Computed in float32 (or float64) even under autocast: in float16, x^3 of small activations
+    underflows to 0 and the gradient of the 1/p root is then infinite.
     """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6, learn_p: bool = True) -> None:
@@ -27,8 +30,11 @@ class GeM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"GeM expects (B, C, H, W) feature maps, got shape {tuple(x.shape)}")
-        p = self.p.to(x.dtype)
-        return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.to(dtype)
+            p = self.p.to(dtype)
+            return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
     def extra_repr(self) -> str:
         return f"p={float(self.p.detach()):.4g}, eps={self.eps}, learn_p={isinstance(self.p, nn.Parameter)}"

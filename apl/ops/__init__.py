@@ -7,6 +7,7 @@
 - `dispatch`: which backend runs, and why the others cannot; the once-per-device self-check;
 - `selftest`: the compiled kernels against the reference on each device;
 - `validation`: argument checks of the public API; `variants`: variant names and constants;
+- `health`: checks of a batch as the loss sees it (one big tie, queries without a positive);
 - `notices`: warnings given once per process; `cuda_arch`: GPU architectures for setup.py.
 
 The public API on top is `apl.functional` and the loss modules; nothing here imports them.

@@ -11,8 +11,9 @@
 The multistage step is `apl.multistage`, extraction and the held-out metrics `apl.evaluation`;
 their names are also re-exported here, where earlier versions had them.
 """
-from ..evaluation.extraction import describe, evaluate, extract, retrieval_metrics
+from ..evaluation.extraction import describe, evaluate, extract
 from ..evaluation.metrics import precision_recall_curve
+from ..evaluation.summary import retrieval_metrics
 from ..evaluation.report import (FIELD_METRICS, HELD_OUT_METRICS, format_metrics, mean_over_seeds, metric_cell,
                                  metric_label, metrics_table)
 from ..multistage import MultistageStep, multistage_step

@@ -19,6 +19,7 @@ import torch
 
 from ..nn import RetrievalNet
 from .config import TrainConfig
+from .data import in_channels
 
 FORMAT = "apl-checkpoint"
 VERSION = 1
@@ -125,7 +126,7 @@ def load_checkpoint(path: PathLike) -> dict:
 
 
 def build_model(cfg: TrainConfig, in_channels: int) -> RetrievalNet:
-    return RetrievalNet(cfg.backbone, dim=cfg.dim, in_channels=in_channels)
+    return RetrievalNet(cfg.backbone, dim=cfg.dim, in_channels=in_channels, head=cfg.head)
 
 
 def load_model(checkpoint: PathLike) -> tuple[RetrievalNet, TrainConfig]:
@@ -133,7 +134,7 @@ def load_model(checkpoint: PathLike) -> tuple[RetrievalNet, TrainConfig]:
     ck = load_checkpoint(checkpoint)
     try:
         cfg = TrainConfig.from_dict(ck["config"])
-        model = build_model(cfg, 1 if cfg.dataset == "digits" else 3)
+        model = build_model(cfg, in_channels(cfg))
         model.load_state_dict(ck["model"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         first = str(err).strip().splitlines()[0]

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..losses import LOSSES, SPECS, check_options, spec_of
-from ..nn import BACKBONES
+from ..nn import BACKBONES, HEADS
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step", "none")
-SAMPLERS = ("spread", "pk")
+SAMPLERS = ("pk", "spread")
+WHITENING_INITS = ("pca",)
 AMP_DTYPES = ("bf16", "fp16")
 
 
@@ -44,7 +45,10 @@ class TrainConfig:
     """Everything that defines a run; saved with every checkpoint.
 
     `dataset` is "digits" (the bundled UCI digits: train on `train_classes`, evaluate on the
-    others), an image-list file (lines "relative/path label"), or a folder of class folders;
+    others), "glyphs" (generated characters, apl.data.glyphs: train on half of the classes, evaluate
+    on the other half), "glyphs-val" (the tuning split: a quarter of the glyphs' training classes
+    held out, the unseen classes never used), an image-list file (lines "relative/path label"),
+    or a folder of class folders;
     for the last two `eval_dataset` names the held-out set in the same form. Paths in a list file
     are relative to `root` (training list) and `eval_root` (held-out list); each defaults to the
     folder of its list file.
@@ -56,9 +60,13 @@ class TrainConfig:
     eval_root: Optional[str] = None
     train_classes: tuple = (0, 1, 2, 3, 4)
     imbalance: float = 0.0  # digits only: class k of the training set keeps (1 - imbalance)^k of its images
+    glyphs_per_class: int = 16  # glyphs only: images generated per class
+    glyph_size: int = 32  # glyphs only: image side in pixels
     image_size: int = 64
     backbone: str = "small_cnn"
     dim: Optional[int] = 64
+    head: str = "batchnorm"  # "batchnorm" (BatchNorm before the whitening) or "plain" (runs of earlier versions)
+    whitening_init: Optional[str] = None  # "pca": start the head from the training images' pooled features
     init: Optional[str] = None  # local state dict (backbone or whole model) to start from
     loss: str = "ap"
     num_bins: Optional[int] = None  # None: the loss's own default (20 for the AP losses)
@@ -67,7 +75,7 @@ class TrainConfig:
     temperature: Optional[float] = None
     memory: int = 0  # cross-batch memory: descriptors of the last N images ranked with each batch (AP losses)
     batch_size: int = 256
-    sampler: str = "spread"
+    sampler: str = "pk"
     images_per_class: int = 8
     chunk_size: Optional[int] = None
     amp: Optional[str] = None  # "bf16" or "fp16": forward passes under autocast; the loss stays float32
@@ -91,9 +99,13 @@ class TrainConfig:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                                     ("sampler", self.sampler, SAMPLERS)):
+                                     ("sampler", self.sampler, SAMPLERS), ("head", self.head, HEADS)):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+        if self.whitening_init is not None and self.whitening_init not in WHITENING_INITS:
+            raise ValueError(f"--whitening-init must be {' or '.join(WHITENING_INITS)}, got {self.whitening_init!r}")
+        if self.whitening_init is not None and self.dim is None:
+            raise ValueError("--whitening-init needs a whitening layer: set --dim")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
         spec = spec_of(self.loss)
@@ -112,7 +124,8 @@ class TrainConfig:
             raise ValueError(f"--memory works with the AP losses (ap, tie-aware), not with --loss {self.loss}")
         if self.num_bins is not None and (isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int) or self.num_bins < 2):
             raise ValueError(f"--bins must be an integer >= 2, got {self.num_bins!r}")
-        for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1)):
+        for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1),
+                          ("glyphs_per_class", 2), ("glyph_size", 8)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
@@ -127,12 +140,7 @@ class TrainConfig:
         if not 0 <= self.imbalance < 1:
             raise ValueError(f"imbalance must be in [0, 1), got {self.imbalance}")
         self.scales = parse_scales(self.scales)
-        if self.sampler == "pk" and self.batch_size < self.images_per_class:
-            raise ValueError(
-                f"--sampler pk draws --batch-size // --images-per-class classes per batch: "
-                f"{self.batch_size} // {self.images_per_class} = 0; lower --images-per-class or raise --batch-size"
-            )
-        if self.dataset != "digits" and self.eval_dataset is None:
+        if self.dataset not in ("digits", "glyphs", "glyphs-val") and self.eval_dataset is None:
             raise ValueError("--eval-dataset is required with an image list or folder (the held-out set)")
         return self
 
@@ -151,6 +159,10 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown configuration fields {unknown} (written by a newer apl?)")
         d = dict(d)
+        # Runs of earlier versions: their network had no BatchNorm in the head, their default
+        # sampler was "spread" (a stored value always wins over these).
+        d.setdefault("head", "plain")
+        d.setdefault("sampler", "spread")
         # Before the loss registry every run stored num_bins=20, whatever its loss.
         if d.get("num_bins") == 20 and d.get("loss") in SPECS and "num_bins" not in SPECS[d["loss"]].options:
             d["num_bins"] = None

@@ -18,13 +18,21 @@ import torch
 from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, DigitsDataset, ImageList, split_digits
 from ..data import eval_transform, train_transform
 from ..data.loaders import loader_options
+from ..losses import spec_of
 from .config import TrainConfig
 
 
+# Datasets that come with apl (nothing to download), held in memory as grey images.
+BUILTIN = ("digits", "glyphs", "glyphs-val")
+def in_channels(cfg: TrainConfig) -> int:
+    """Image channels of the run's data: 1 for the built-in grey datasets, else 3 (RGB)."""
+    return 1 if cfg.dataset in BUILTIN else 3
+
+
 def default_workers(cfg: TrainConfig) -> int:
-    """Loader workers when none are asked for: 0 for the in-memory digits (nothing to decode),
-    else one per CPU core but one, at most 8."""
-    if cfg.dataset == "digits":
+    """Loader workers when none are asked for: 0 for the in-memory built-in datasets (nothing to
+    decode), else one per CPU core but one, at most 8."""
+    if cfg.dataset in BUILTIN:
         return 0
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
@@ -42,7 +50,8 @@ def _open_images(spec: str, root: Optional[str], transform, option: str) -> Imag
         return ImageList.from_folders(path, transform=transform, mode="RGB")
     if path.is_file():
         return ImageList.from_list_file(path, root=root, transform=transform, mode="RGB")
-    raise FileNotFoundError(f"{option}: not found: {spec} (expected 'digits', an image-list file or a folder of class folders)")
+    raise FileNotFoundError(f"{option}: not found: {spec} (expected {', '.join(map(repr, BUILTIN))}, an image-list file or "
+                            "a folder of class folders)")
 
 
 def _imbalanced(dataset: DigitsDataset, imbalance: float, seed: int) -> DigitsDataset:
@@ -57,14 +66,32 @@ def _imbalanced(dataset: DigitsDataset, imbalance: float, seed: int) -> DigitsDa
     return DigitsDataset(dataset.images[kept], dataset.labels[kept], dataset.transform)
 
 
+def _glyphs(cfg: TrainConfig):
+    """The generated glyphs (apl.data.glyphs): "glyphs" trains on the training classes and holds out
+    the unseen ones; "glyphs-val" splits the training classes into a fitting part and a validation
+    part (a quarter of them), for tuning without ever looking at the unseen classes."""
+    from ..data.glyphs import glyph_subset, load_glyphs, validation_split
+
+    glyphs = load_glyphs(size=cfg.glyph_size, per_class=cfg.glyphs_per_class, seed=0)
+    train_ids, held_out_ids = glyphs.train_classes, glyphs.unseen_classes
+    if cfg.dataset == "glyphs-val":
+        train_ids, held_out_ids = validation_split(glyphs.train_classes)
+    train, held_out = glyph_subset(glyphs, train_ids), glyph_subset(glyphs, held_out_ids)
+    train.classes = held_out.classes = list(glyphs.class_names)
+    return train, held_out
+
+
 def build_datasets(cfg: TrainConfig, augment: bool = True):
     """(train, held_out, in_channels). The training set uses the training transform (random crops,
-    flips, colour jitter) when `augment`, else the evaluation transform (whitening, extraction)."""
+    flips, colour jitter) when `augment`, else the evaluation transform (whitening, extraction).
+    The built-in datasets are used as they are (the glyphs are distorted when generated)."""
     if cfg.dataset == "digits":
         train, held_out = split_digits(cfg.train_classes)
         if cfg.imbalance:
             train = _imbalanced(train, cfg.imbalance, cfg.seed)
         return train, held_out, 1
+    if cfg.dataset in ("glyphs", "glyphs-val"):
+        return (*_glyphs(cfg), 1)
     tf = train_transform(cfg.image_size, cfg.image_size) if augment else eval_transform(cfg.image_size)
     train = _open_images(cfg.dataset, cfg.root, tf, "--dataset")
     held_out = _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset")
@@ -86,20 +113,26 @@ def check_data(train, held_out, show: int = 20) -> None:
 
 
 def build_sampler(cfg: TrainConfig, labels: Sequence):
-    """The global-batch sampler: the same batches on every rank (same seed and epoch)."""
+    """The global-batch sampler: the same batches on every rank (same seed and epoch).
+
+    "pk" (default): B // K random classes (at least 2; every class when there are fewer), the batch
+    split evenly over them, so each class gets K = --images-per-class images or more and every query
+    has positives. "spread": the paper's B random images spread over all classes (with many classes and
+    few images each, most queries of a batch then have no positive: the trainer warns).
+    """
+    classes = len(set(labels))
     if cfg.sampler == "pk":
-        p = cfg.batch_size // cfg.images_per_class
-        classes = len(set(labels))
-        if p > classes:
-            raise ValueError(
-                f"--sampler pk: --batch-size {cfg.batch_size} / --images-per-class {cfg.images_per_class} asks for {p} "
-                f"classes per batch, but the training set has {classes}; raise --images-per-class or lower --batch-size"
-            )
-        if p * cfg.images_per_class != cfg.batch_size:
-            raise ValueError(
-                f"--sampler pk: --batch-size {cfg.batch_size} is not a multiple of --images-per-class {cfg.images_per_class}"
-            )
-        return ClassBalancedBatchSampler(labels, p, cfg.images_per_class, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
+        p = min(classes, max(2, cfg.batch_size // cfg.images_per_class))  # two classes at least: negatives
+        if spec_of(cfg.loss).needs_pk:  # equal class counts, as PML's Smooth-AP requires
+            p = cfg.batch_size // cfg.images_per_class
+            if p > classes:
+                raise ValueError(
+                    f"--loss {cfg.loss}: --batch-size {cfg.batch_size} / --images-per-class {cfg.images_per_class} asks for "
+                    f"{p} classes per batch, but the training set has {classes}; raise --images-per-class or lower "
+                    "--batch-size"
+                )
+        return ClassBalancedBatchSampler(labels, p, cfg.images_per_class, num_batches=cfg.steps_per_epoch, seed=cfg.seed,
+                                         batch_size=cfg.batch_size)
     return ClassSpreadBatchSampler(labels, cfg.batch_size, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
 
 

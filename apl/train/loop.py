@@ -7,7 +7,6 @@ evaluation draws no random numbers, so the resumed run is the uninterrupted one.
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import warnings
@@ -16,14 +15,11 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..data import CorruptImageError
-from ..distributed import GlobalBatchLoss
 from ..evaluation.extraction import evaluate
 from ..losses import build_loss
 from ..memory import CrossBatchMemory, with_memory
-from ..multistage import multistage_step
 from ..plots.curves import plot_curves
 from . import launch as L
 from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
@@ -31,7 +27,8 @@ from .config import TrainConfig
 from .data import SeededBatches, build_datasets, build_sampler, check_data, check_workers, default_workers, train_loader
 from .optim import build_optimizer, set_learning_rate
 from .run_folder import MetricsLog, clear_run_files, plan_start, write_config
-from .weights import load_init_weights
+from .step import TrainStep
+from .weights import init_head_from_features, load_init_weights
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -112,7 +109,8 @@ class Trainer:
     def _run(self, launch: L.Launch, resume: bool, stop_after: Optional[int]) -> list[dict]:
         cfg, device, main = self.cfg, launch.device, launch.is_main
         train_set, eval_set, model, sampler, plan = self._prepare(launch, resume)
-        whitening_set = build_datasets(cfg, augment=False)[0] if cfg.whitening else None
+        plain_train = build_datasets(cfg, augment=False)[0] if cfg.whitening or cfg.whitening_init else None
+        whitening_set = plain_train if cfg.whitening else None
 
         # Nothing was written before this point.
         if main:
@@ -127,6 +125,10 @@ class Trainer:
         metrics = MetricsLog(self.out / "metrics.jsonl")
 
         model = model.to(device)
+        if cfg.whitening_init == "pca" and plan.checkpoint is None:
+            used = init_head_from_features(model, plain_train, seed=cfg.seed)
+            if main:
+                self.log(f"started the head from the pooled features of {used} training images (--whitening-init pca)")
         opt = build_optimizer(cfg, model)
         amp_dtype = AMP.get(cfg.amp) if cfg.amp else None
         scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
@@ -151,14 +153,11 @@ class Trainer:
         elif main:
             (self.out / "metrics.jsonl").write_text("")
 
-        net: nn.Module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-            if launch.distributed else model
         loss_fn = build_loss(cfg.loss, num_bins=cfg.num_bins, class_balanced=cfg.class_balanced, margin=cfg.margin,
                              temperature=cfg.temperature)
         if memory is not None:  # the global batch of all ranks goes into the same memory on every rank
             loss_fn = with_memory(loss_fn, memory)
-        if launch.distributed:
-            loss_fn = GlobalBatchLoss(loss_fn)
+        step_fn = TrainStep(model, loss_fn, device, launch.distributed, cfg.chunk_size, amp_dtype, scaler)
         batches = SeededBatches(sampler, cfg.seed, launch.rank, launch.world_size)
         loader = train_loader(train_set, batches, self.workers, self.prefetch, device)
         steps_per_epoch = len(sampler)
@@ -198,13 +197,13 @@ class Trainer:
                 if stop_after is not None and epoch - start >= stop_after:
                     break
                 batches.set_epoch(epoch)
-                net.train()
+                model.train()
                 t0, losses = time.perf_counter(), []
                 for step, (x, y), show in self._steps(loader, epoch, steps_per_epoch, main):
                     lr = set_learning_rate(opt, cfg, step_global, total_steps)
                     y = torch.as_tensor(y).to(device, non_blocking=True)
                     opt.zero_grad(set_to_none=True)
-                    loss = self._step(net, x, y, loss_fn, device, amp_dtype, scaler)
+                    loss = step_fn(x, y)
                     if scaler is not None:
                         scaler.step(opt)
                         scaler.update()
@@ -229,20 +228,6 @@ class Trainer:
         if main and history:
             plot_curves({cfg.loss: history}, self.out / "curves.png")
         return history
-
-    # -- one step ---------------------------------------------------------------------------------
-    def _step(self, net, x, y, loss_fn, device, amp_dtype, scaler) -> torch.Tensor:
-        cfg = self.cfg
-        if cfg.chunk_size:  # images stay where they are; chunks move to the device
-            loss, _ = multistage_step(net, x, y, loss_fn, cfg.chunk_size, device=device, amp_dtype=amp_dtype, scaler=scaler)
-            return loss
-        autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-        with autocast:
-            d = net(x.to(device, non_blocking=True))
-        with torch.autocast(device.type, enabled=False):  # the loss always runs in float32
-            loss = loss_fn(d.float() if d.dtype in (torch.float16, torch.bfloat16) else d, y)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        return loss.detach()
 
     def _steps(self, loader, epoch: int, steps: int, main: bool):
         """(step, batch, show) for each batch, with a progress bar on a terminal and plain lines

@@ -1,4 +1,5 @@
-"""`--init PATH`: start a run from weights on disk (nothing is downloaded).
+"""Where a run's starting weights come from: `--init PATH` (weights on disk; nothing is
+downloaded) and `--whitening-init pca` (the head started from the training images' features).
 
 The file holds a state dict (or a dict with one under "state_dict" / "model", as training scripts
 often save) of either the whole `RetrievalNet` or its backbone. Keys are matched after removing a
@@ -39,6 +40,21 @@ def _torchvision_to_features(sd: dict) -> dict:
     return out
 
 
+def _renamed(sd: dict) -> dict:
+    """Keys of the flat RetrievalNet of earlier versions in today's layout (as its state-dict hook
+    does when loading)."""
+    from ..nn.model import _OLD_PREFIXES
+
+    out = {}
+    for k, v in sd.items():
+        for old, new in _OLD_PREFIXES:
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        out[k] = v
+    return out
+
+
 def _mismatch(target: nn.Module, sd: dict) -> tuple[list, list, list]:
     own = target.state_dict()
     missing = sorted(set(own) - set(sd))
@@ -65,10 +81,13 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
         raise ValueError(f"--init {path}: cannot read it as a torch state dict ({first})") from None
     sd = _state_dict_of(obj, path)
     attempts = [("model", model, sd)]
+    if any(k.startswith(("backbone.", "pool.", "whiten.")) for k in sd):  # a RetrievalNet of earlier versions
+        attempts.append(("model", model, _renamed(sd)))
     backbone = getattr(model, "backbone", None)
     if backbone is not None:
         attempts.append(("backbone", backbone, sd))
-        attempts.append(("backbone", backbone, {k.removeprefix("backbone."): v for k, v in sd.items()}))
+        for prefix in ("backbone.", "features.backbone."):
+            attempts.append(("backbone", backbone, {k.removeprefix(prefix): v for k, v in sd.items()}))
         attempts.append(("backbone", backbone, _torchvision_to_features(sd)))
     best = None
     for name, target, candidate in attempts:
@@ -91,3 +110,25 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
         f"--init {path}: its keys match neither the whole model nor its backbone (closest: the {name}; "
         + "; ".join(parts) + "). Check --backbone and --dim."
     )
+
+
+@torch.no_grad()
+def init_head_from_features(model: nn.Module, dataset, images: int = 2048, seed: int = 0, batch: int = 256) -> int:
+    """`--whitening-init pca`: the head of `model` (a `RetrievalNet`) started from the pooled
+    features of up to `images` training images (a seeded choice, read with the evaluation
+    transform): BatchNorm statistics and a PCA-whitening of the standardised features (the paper's
+    start of the whitening layer). Returns the number of images used."""
+    from ..evaluation.whitening import DEFAULT_POWER, PCAWhitening
+
+    n = min(images, len(dataset))
+    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pooled = []
+    for i in range(0, n, batch):
+        x = torch.stack([dataset[j][0] for j in chosen[i:i + batch]]).to(device)
+        pooled.append(model.features(x).double().cpu())
+    model.head.init_from_pca(torch.cat(pooled), lambda x, dim: PCAWhitening.fit(x, dim, power=DEFAULT_POWER))
+    model.train(was_training)
+    return n

@@ -55,7 +55,7 @@ def test_smoothap_needs_equal_class_counts():
     (dict(loss="triplet", class_balanced=True), r"does not take --class-balanced"),
     (dict(loss="fastap", temperature=0.1), r"loss 'fastap' does not take --temperature \(it takes: --bins\)"),
     (dict(loss="multi-similarity", margin=0.1), r"does not take --margin \(it takes: none of"),
-    (dict(loss="smoothap"), r"--loss smoothap needs the same number of images of every class in a batch: use --sampler pk"),
+    (dict(loss="smoothap", sampler="spread"), r"--loss smoothap needs the same number of images of every class in a batch: use --sampler pk"),
     (dict(loss="smoothap", sampler="pk", batch_size=100, images_per_class=30), r"--batch-size \(100\) must be a multiple of --images-per-class \(30\)"),
     (dict(memory=-1), r"--memory must be an integer >= 0"),
     (dict(loss="triplet", memory=64), r"--memory works with the AP losses"),

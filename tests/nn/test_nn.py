@@ -57,11 +57,15 @@ def test_retrieval_net_descriptors(channels, size):
     torch.testing.assert_close(y.norm(dim=1), torch.ones(4))
 
 
-def test_retrieval_net_descriptor_does_not_depend_on_batch():
-    # what the multistage backward relies on: recomputing one image alone gives the same descriptor
+def test_retrieval_net_features_do_not_depend_on_batch():
+    # what the multistage backward relies on: recomputing one image alone gives the same features
+    # (the head, which couples the batch, runs on the whole batch: apl.train.step); in eval mode
+    # the whole network is per image
     torch.manual_seed(0)
     net = RetrievalNet(SmallCNN(1), dim=8).train()
     x = torch.rand(6, 1, 8, 8)
+    torch.testing.assert_close(net.features(x)[2:3], net.features(x[2:3]), rtol=1e-5, atol=1e-6)
+    net.eval()
     torch.testing.assert_close(net(x)[2:3], net(x[2:3]), rtol=1e-5, atol=1e-6)
 
 
@@ -72,7 +76,7 @@ def test_retrieval_net_without_whitening_and_pca_init():
     assert net.whiten is None and net.out_dim == 16
     with pytest.raises(ValueError, match="no whitening layer"):
         net.init_whitening(None)
-    net = RetrievalNet(backbone, dim=4)
+    net = RetrievalNet(backbone, dim=4, head="plain")
     x = torch.rand(40, 1, 8, 8)
     with torch.no_grad():
         pooled = net.pooled(x)
@@ -117,7 +121,7 @@ def test_small_cnn_norm_options(norm):
 
 
 def test_build_backbone_errors():
-    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; available: small_cnn, resnet18"):
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; available: small_cnn, tiny_cnn, resnet18"):
         build_backbone("vgg16")
     with pytest.raises(ValueError, match="unknown backbone"):
         RetrievalNet("nope", dim=8)

@@ -89,5 +89,5 @@ def test_train_from_init_starts_from_those_weights(tmp_path):
     cfg = TrainConfig(init=str(tmp_path / "w.pt"), **{**TINY, "epochs": 1, "lr": 1e-12})
     Trainer(cfg, tmp_path / "r", log=lambda m: None, progress=False).run()
     got = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["model"]
-    torch.testing.assert_close(got["backbone.features.0.weight"], src.state_dict()["backbone.features.0.weight"])
+    torch.testing.assert_close(got["features.backbone.features.0.weight"], src.state_dict()["features.backbone.features.0.weight"])
     assert json.loads((tmp_path / "r" / "config.json").read_text())["init"] == str(tmp_path / "w.pt")

@@ -1,6 +1,7 @@
 """Training data: per-sample augmentation seeds (independent of workers, ranks and interruptions),
 up-front checks of both sets, corrupt images met in training, and `apl check-images`."""
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -72,7 +73,7 @@ def test_eval_root_is_separate_from_root(tmp_path):
 def test_a_corrupt_image_stops_training_with_its_path(tmp_path, capsys, workers):
     root = write_class_folders(tmp_path / "img")
     (root / "class1" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-    code = main(["train", "--dataset", str(root), "--eval-dataset", str(root), "--image-size", "12", "--batch-size", "18",
+    code = main(["train", "--dataset", str(root), "--eval-dataset", str(root), "--image-size", "12", "--batch-size", "18", "--sampler", "spread",
                  "--epochs", "1", "--threads", "1", "--workers", str(workers), "--quiet", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2
@@ -99,3 +100,21 @@ def test_batch_larger_than_the_training_set_warns(tmp_path):
     cfg = TrainConfig(dataset=str(root), eval_dataset=str(root), image_size=12, batch_size=8, epochs=1, dim=4, threads=1)
     with pytest.warns(RuntimeWarning, match="larger than the training set"):
         Trainer(cfg, tmp_path / "r", log=lambda m: None, progress=False).run()
+
+
+def test_default_sampler_gives_every_query_positives():
+    """P x K by default: B // K classes (at least 2, at most all of them), the batch split evenly, so
+    that every query has positives; with fewer classes than B // K each class gets more images."""
+    from apl.train.data import build_sampler
+
+    labels = [c for c in range(5) for _ in range(60)]
+    cfg = TrainConfig(batch_size=256)
+    assert cfg.sampler == "pk"
+    batch = next(iter(build_sampler(cfg, labels)))
+    counts = sorted(Counter(labels[i] for i in batch).values())
+    assert len(batch) == 256 and counts == [51, 51, 51, 51, 52]
+    many = [c for c in range(100) for _ in range(12)]
+    batch = next(iter(build_sampler(TrainConfig(batch_size=64, images_per_class=8), many)))
+    assert sorted(Counter(many[i] for i in batch).values()) == [8] * 8
+    small = next(iter(build_sampler(TrainConfig(batch_size=6, images_per_class=8), many)))
+    assert sorted(Counter(many[i] for i in small).values()) == [3, 3]  # two classes at least

@@ -27,15 +27,30 @@ def _epochs(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "train_loss" in x]
 
 
+def _steps(run):
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+
+
+def _assert_follows(one, two):
+    """The step is the same computation (tests/test_distributed.py checks it exactly, in float64);
+    in float32 the ranks sum gradients in another order, and the training amplifies those roundings
+    step after step (as changing the number of threads of one process does, by as much): the first
+    steps agree to float32 rounding, the later ones to a few 1e-3."""
+    a, b = _steps(one), _steps(two)
+    assert len(a) == len(b) > 3
+    assert abs(a[0]["loss"] - b[0]["loss"]) < 1e-6
+    assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(a[:3], b[:3])), (a[:3], b[:3])
+    for x, y in zip(_epochs(one), _epochs(two)):
+        assert abs(x["train_loss"] - y["train_loss"]) < 5e-3 and abs(x["eval_map"] - y["eval_map"]) < 2e-2
+
+
 @pytest.mark.slow
 def test_two_processes_follow_the_one_process_run_and_resume(tmp_path):
     assert main(["train", *ARGS, "--epochs", "3", "--out", str(tmp_path / "one")]) == 0
     r = _torchrun(*ARGS, "--epochs", "3", "--out", str(tmp_path / "two"))
     assert r.returncode == 0, r.stderr
-    one, two = _epochs(tmp_path / "one"), _epochs(tmp_path / "two")
-    assert [e["epoch"] for e in two] == [1, 2, 3]
-    for a, b in zip(one, two):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["eval_map"] - b["eval_map"]) < 1e-3
+    assert [e["epoch"] for e in _epochs(tmp_path / "two")] == [1, 2, 3]
+    _assert_follows(tmp_path / "one", tmp_path / "two")
     assert torch.load(tmp_path / "two" / "last.pt", weights_only=True)["world_size"] == 2
     steps = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines() if "step" in x]
     assert len(steps) == 9  # one line per step: only rank 0 writes
@@ -51,8 +66,7 @@ def test_cross_batch_memory_under_torchrun_follows_one_process(tmp_path):
     assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
     r = _torchrun(*args, "--out", str(tmp_path / "two"))
     assert r.returncode == 0, r.stderr
-    for a, b in zip(_epochs(tmp_path / "one"), _epochs(tmp_path / "two")):
-        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4 and abs(a["eval_map"] - b["eval_map"]) < 1e-3
+    _assert_follows(tmp_path / "one", tmp_path / "two")
     assert torch.load(tmp_path / "two" / "last.pt", weights_only=True)["memory"]["count"].item() == 2 * 3 * 128
 
 
