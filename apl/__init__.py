@@ -1,5 +1,5 @@
-"""apl: the listwise average-precision loss for image retrieval (Revaud et al., ICCV 2019),
-with fused CPU/CUDA kernels and a pure-PyTorch reference.
+"""apl: the listwise average-precision loss for image retrieval (Revaud et al., ICCV 2019), and
+the rank surrogates Smooth-AP and Recall@k, with fused CPU/CUDA kernels and pure-PyTorch references.
 
 `import apl` loads the loss only (`apl.ops` and the public functions and modules). Everything else
 is a subpackage loaded on first use: `apl.nn` (RetrievalNet, GeM, whitening), `apl.data` (image
@@ -14,8 +14,9 @@ import importlib
 from typing import Any
 
 from . import ops  # noqa: F401  (registers the fake kernels and autograd of torch.ops.apl)
-from .functional import ap_loss, per_query_ap, quantized_ap
-from .losses.ap import APLoss
+from .functional import (ap_loss, per_query_ap, per_query_recall_at_k, per_query_smooth_ap, quantized_ap,
+                         recall_at_k_loss, smooth_ap_loss)
+from .losses import APLoss, RecallAtKLoss, SmoothAPLoss
 from .ops.dispatch import BackendStatus, available_backends
 from .ops.selftest import selftest
 
@@ -24,8 +25,9 @@ __version__ = "0.1.0"
 _SUBMODULES = ("cli", "data", "demo", "distributed", "evaluation", "losses", "memory", "multistage", "nn", "plots",
                "pml", "train")
 
-__all__ = ["APLoss", "ap_loss", "per_query_ap", "quantized_ap", "available_backends", "BackendStatus", "selftest",
-           "multistage_step", *_SUBMODULES]
+__all__ = ["APLoss", "ap_loss", "per_query_ap", "quantized_ap", "SmoothAPLoss", "smooth_ap_loss", "per_query_smooth_ap",
+           "RecallAtKLoss", "recall_at_k_loss", "per_query_recall_at_k", "available_backends", "BackendStatus",
+           "selftest", "multistage_step", *_SUBMODULES]
 
 
 def __getattr__(name: str) -> Any:

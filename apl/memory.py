@@ -1,4 +1,4 @@
-"""Cross-batch memory for the AP loss (Wang et al., "Cross-Batch Memory for Embedding Learning",
+"""Cross-batch memory for apl's losses (Wang et al., "Cross-Batch Memory for Embedding Learning",
 CVPR 2020): a FIFO of the descriptors and labels of the last N training images, ranked together
 with the current batch, so that every query is ranked against B + N items instead of B.
 
@@ -18,10 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses.ap import APLoss
-from .ops import core
-from .ops.dispatch import resolve_for
-from .ops.validation import check_embeddings_pair, warn_if_not_unit_rows
+from .losses.base import ListwiseLoss
 
 
 class CrossBatchMemory(nn.Module):
@@ -74,39 +71,37 @@ class CrossBatchMemory(nn.Module):
         self.count += embeddings.shape[0]
 
 
-class MemoryAPLoss(nn.Module):
-    """An `APLoss` whose queries (the batch) are ranked against the batch plus a cross-batch
-    memory, which then receives the batch. Called as `loss(embeddings, labels)`."""
+class MemoryLoss(nn.Module):
+    """One of apl's losses (`APLoss`, `SmoothAPLoss`, `RecallAtKLoss`) whose queries (the batch) are
+    ranked against the batch plus a cross-batch memory, which then receives the batch. Called as
+    `loss(embeddings, labels)`."""
 
-    def __init__(self, loss: APLoss, memory: CrossBatchMemory) -> None:
+    def __init__(self, loss: ListwiseLoss, memory: CrossBatchMemory) -> None:
         super().__init__()
-        if not isinstance(loss, APLoss):
-            raise TypeError(f"with_memory needs an apl.APLoss, got {type(loss).__name__}")
+        if not isinstance(loss, ListwiseLoss):
+            raise TypeError(f"with_memory needs one of apl's losses (apl.APLoss, apl.SmoothAPLoss, apl.RecallAtKLoss), "
+                            f"got {type(loss).__name__}")
         self.loss, self.memory = loss, memory
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         self.memory.check(embeddings)
-        m_e, m_y = self.memory.contents()
         if self.memory.embeddings.device != embeddings.device:
             self.memory.to(embeddings.device)
-            m_e, m_y = self.memory.contents()
+        m_e, m_y = self.memory.contents()
         L = self.loss
-        # Normalised once here: the memory holds normalised rows already, so the (B + N) reference
-        # rows are neither normalised again nor checked for their norm at every step.
+        # Normalised once here: the memory holds normalised rows already.
         e = F.normalize(embeddings, dim=1) if L.normalize else embeddings
-        if not L.normalize and L.score_range == (-1.0, 1.0):
-            warn_if_not_unit_rows(e, "embeddings")
         refs = torch.cat([e, m_e.to(e.dtype)])  # the batch first: each query's own row is excluded
-        ref_labels = torch.cat([labels.to(m_y.dtype), m_y])
-        e, labels, refs, ref_labels = check_embeddings_pair(e, labels, refs, ref_labels)
-        ap, npos = core.per_query(e, labels, refs, ref_labels, num_bins=L.num_bins, score_range=L.score_range,
-                                  variant=L.variant, backend=resolve_for(L.backend, e.device),
-                                  chunk_size=L.chunk_size or 0, self_offset=0)
-        loss = core.weighted_loss(ap, npos > 0, core.query_weights(labels, None, L.class_balanced, ap.dtype))
+        ref_labels = torch.cat([torch.as_tensor(labels).to(m_y), m_y])
+        loss = type(L).function(e, labels, refs, ref_labels, None, class_balanced=L.class_balanced, backend=L.backend,
+                                chunk_size=L.chunk_size, normalize=False, ref_includes_queries=True, **L.options())
         self.memory.enqueue(e, labels)
         return loss
 
 
-def with_memory(loss: APLoss, memory: Optional[CrossBatchMemory] = None, size: int = 0, dim: int = 0) -> MemoryAPLoss:
+MemoryAPLoss = MemoryLoss  # the name of earlier versions
+
+
+def with_memory(loss: ListwiseLoss, memory: Optional[CrossBatchMemory] = None, size: int = 0, dim: int = 0) -> MemoryLoss:
     """`loss` with a cross-batch memory (given, or a new one of `size` items of dimension `dim`)."""
-    return MemoryAPLoss(loss, memory if memory is not None else CrossBatchMemory(size, dim))
+    return MemoryLoss(loss, memory if memory is not None else CrossBatchMemory(size, dim))

@@ -69,7 +69,7 @@ struct Forward {
 ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const at::Tensor& labels,
                         int64_t num_bins, double lo, double hi, int64_t variant,
                         int64_t chunk_size) {
-  OpArgs a{"ap_self", &k};
+  OpArgs a("ap_self", k);
   a.self = true, a.chunk_size = chunk_size;
   a.x = &embeddings;
   a.labels = &labels;
@@ -105,7 +105,7 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
                                  const at::Tensor& embeddings, const at::Tensor& labels,
                                  const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins,
                                  double lo, double hi, int64_t chunk_size) {
-  OpArgs a{"ap_self_backward", &k};
+  OpArgs a("ap_self_backward", k);
   a.self = true;
   a.grad_ap = &grad_ap, a.x = &embeddings, a.labels = &labels, a.coef = &coef, a.saved = &scores;
   a.chunk_size = chunk_size, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
@@ -158,7 +158,7 @@ ForwardOut ap_ref_impl(const RowKernels& k, const at::Tensor& queries, const at:
                        const at::Tensor& refs, const at::Tensor& ref_labels, int64_t num_bins,
                        double lo, double hi, int64_t variant, int64_t chunk_size,
                        int64_t self_offset) {
-  OpArgs a{"ap_ref", &k};
+  OpArgs a("ap_ref", k);
   a.chunk_size = chunk_size, a.self_offset = self_offset;
   a.x = &queries, a.x_name = "queries", a.labels = &query_labels, a.labels_name = "query_labels";
   a.refs = &refs, a.ref_labels = &ref_labels;
@@ -196,7 +196,7 @@ std::tuple<at::Tensor, at::Tensor> ap_ref_backward_impl(
     const at::Tensor& query_labels, const at::Tensor& refs, const at::Tensor& ref_labels,
     const at::Tensor& coef, const at::Tensor& scores, int64_t num_bins, double lo, double hi,
     int64_t chunk_size, int64_t self_offset) {
-  OpArgs a{"ap_ref_backward", &k};
+  OpArgs a("ap_ref_backward", k);
   a.self_offset = self_offset;
   a.grad_ap = &grad_ap, a.x = &queries, a.x_name = "queries", a.labels = &query_labels;
   a.labels_name = "query_labels", a.refs = &refs, a.ref_labels = &ref_labels, a.coef = &coef;
@@ -247,7 +247,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ap_scores_impl(const RowKernels& 
                                                               const at::Tensor& relevance,
                                                               int64_t num_bins, double lo,
                                                               double hi, int64_t variant) {
-  OpArgs a{"ap_scores", &k};
+  OpArgs a("ap_scores", k);
   a.x = &scores, a.x_name = "scores", a.relevance = &relevance;
   a.num_bins = num_bins, a.lo = lo, a.hi = hi, a.variant = variant;
   check_args(a);
@@ -264,7 +264,7 @@ at::Tensor ap_scores_backward_impl(const RowKernels& k, const at::Tensor& grad_a
                                    const at::Tensor& scores, const at::Tensor& relevance,
                                    const at::Tensor& coef, int64_t num_bins, double lo,
                                    double hi) {
-  OpArgs a{"ap_scores_backward", &k};
+  OpArgs a("ap_scores_backward", k);
   a.grad_ap = &grad_ap, a.x = &scores, a.x_name = "scores", a.relevance = &relevance;
   a.coef = &coef, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
   check_args(a);

@@ -29,15 +29,40 @@ void check_label_vector(const OpArgs& a, const at::Tensor& t, int64_t n, const c
   check_on(a, t, name);
 }
 
+void check_rank_params(const OpArgs& a) {
+  const RankParams& p = *a.rank;
+  TORCH_CHECK_VALUE(p.kind == 0 || p.kind == 1, "apl: ", a.op, ": unknown loss kind ", p.kind,
+                    " (0: Smooth-AP, 1: Recall@k)");
+  TORCH_CHECK_VALUE(std::isfinite(p.temperature) && p.temperature > 0, "apl: ", a.op,
+                    ": temperature must be finite and > 0, got ", p.temperature);
+  TORCH_CHECK_VALUE(p.query_mode >= 0 && p.query_mode <= 2, "apl: ", a.op, ": unknown query mode ",
+                    p.query_mode, " (0: left out, 1: item and positive, 2: item only)");
+  if (p.kind == 1) {
+    TORCH_CHECK_VALUE(!p.ks.empty() && p.ks.size() == p.k_temperatures.size(), "apl: ", a.op,
+                      ": ks and k_temperatures must be non-empty and of equal length, got ", p.ks.size(),
+                      " and ", p.k_temperatures.size());
+    for (size_t i = 0; i < p.ks.size(); ++i) {
+      TORCH_CHECK_VALUE(std::isfinite(p.ks[i]) && p.ks[i] >= 1, "apl: ", a.op, ": every k must be >= 1, got ",
+                        p.ks[i]);
+      TORCH_CHECK_VALUE(std::isfinite(p.k_temperatures[i]) && p.k_temperatures[i] > 0, "apl: ", a.op,
+                        ": every k temperature must be finite and > 0, got ", p.k_temperatures[i]);
+    }
+  }
+}
+
 }  // namespace
 
 void check_args(const OpArgs& a) {
-  TORCH_CHECK_VALUE(a.num_bins >= 2 && a.num_bins <= kMaxBins, "apl: ", a.op,
-                    ": num_bins must be >= 2 and <= ", kMaxBins, ", got ", a.num_bins);
-  TORCH_CHECK_VALUE(std::isfinite(a.lo) && std::isfinite(a.hi) && a.lo < a.hi, "apl: ", a.op,
-                    ": score_range must be finite with lo < hi, got (", a.lo, ", ", a.hi, ")");
-  TORCH_CHECK_VALUE(a.variant >= 0 && a.variant <= 2, "apl: ", a.op, ": unknown variant id ",
-                    a.variant, " (0, 1 or 2)");
+  if (a.rank != nullptr) {
+    check_rank_params(a);
+  } else {
+    TORCH_CHECK_VALUE(a.num_bins >= 2 && a.num_bins <= kMaxBins, "apl: ", a.op,
+                      ": num_bins must be >= 2 and <= ", kMaxBins, ", got ", a.num_bins);
+    TORCH_CHECK_VALUE(std::isfinite(a.lo) && std::isfinite(a.hi) && a.lo < a.hi, "apl: ", a.op,
+                      ": score_range must be finite with lo < hi, got (", a.lo, ", ", a.hi, ")");
+    TORCH_CHECK_VALUE(a.variant >= 0 && a.variant <= 2, "apl: ", a.op, ": unknown variant id ",
+                      a.variant, " (0, 1 or 2)");
+  }
   const at::Tensor& x = *a.x;
   TORCH_CHECK_VALUE(x.dim() == 2, "apl: ", a.op, ": ", a.x_name, " must be 2-D, got ", x.dim(),
                     "-D");
@@ -72,11 +97,11 @@ void check_args(const OpArgs& a) {
   }
   if (a.grad_ap != nullptr) {
     const at::Tensor& g = *a.grad_ap;
-    TORCH_CHECK_TYPE(at::isFloatingType(g.scalar_type()), "apl: ", a.op,
-                     ": grad_ap must be floating point, got ", g.scalar_type());
-    TORCH_CHECK_VALUE(g.dim() == 1 && g.size(0) == B, "apl: ", a.op,
-                      ": grad_ap must have shape (", B, "), got ", g.sizes());
-    check_on(a, g, "grad_ap");
+    TORCH_CHECK_TYPE(at::isFloatingType(g.scalar_type()), "apl: ", a.op, ": ", a.grad_name,
+                     " must be floating point, got ", g.scalar_type());
+    TORCH_CHECK_VALUE(g.dim() == 1 && g.size(0) == B, "apl: ", a.op, ": ", a.grad_name,
+                      " must have shape (", B, "), got ", g.sizes());
+    check_on(a, g, a.grad_name);
   }
   if (a.coef != nullptr) {
     const at::Tensor& c = *a.coef;
@@ -87,25 +112,25 @@ void check_args(const OpArgs& a) {
                       ") (num_bins must be the forward's), got ", c.sizes());
     check_on(a, c, "coef");
   }
-  if (a.k != nullptr) {
+  {
     const int64_t rows = a.chunk_size > 0 ? std::min(a.chunk_size, B) : B;
-    TORCH_CHECK_VALUE(rows <= a.k->max_rows, "apl: ", a.op, ": the ", x.device().type(),
-                      " kernels take at most ", a.k->max_rows, " query rows per launch (the ",
+    TORCH_CHECK_VALUE(rows <= a.max_rows, "apl: ", a.op, ": the ", x.device().type(),
+                      " kernels take at most ", a.max_rows, " query rows per launch (the ",
                       "grid's x limit), got ", rows, "; pass chunk_size or split the rows");
-    TORCH_CHECK_VALUE(!a.self || a.chunk_size > 0 || B <= a.k->max_self_batch, "apl: ", a.op,
+    TORCH_CHECK_VALUE(!a.self || a.chunk_size > 0 || B <= a.max_self_batch, "apl: ", a.op,
                       ": without chunk_size the ", x.device().type(), " kernels take B <= ",
-                      a.k->max_self_batch, " (the self-retrieval backward launches (B / 32)^2 ",
+                      a.max_self_batch, " (the self-retrieval backward launches (B / 32)^2 ",
                       "tiles, at most 65535 per grid dimension), got B = ", B,
                       "; pass chunk_size");
   }
   if (a.saved != nullptr && a.chunk_size <= 0) {
     const at::Tensor& s = *a.saved;
-    TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == B && s.size(1) == N, "apl: ", a.op,
-                      ": scores must be the (", B, ", ", N, ") tensor saved by the forward when ",
+    TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == B && s.size(1) == N, "apl: ", a.op, ": ", a.saved_name,
+                      " must be the (", B, ", ", N, ") tensor saved by the forward when ",
                       "chunk_size <= 0, got ", s.sizes());
-    TORCH_CHECK_TYPE(s.scalar_type() == compute_dtype(x), "apl: ", a.op, ": scores must be ",
+    TORCH_CHECK_TYPE(s.scalar_type() == compute_dtype(x), "apl: ", a.op, ": ", a.saved_name, " must be ",
                      compute_dtype(x), " (the forward's compute dtype), got ", s.scalar_type());
-    check_on(a, s, "scores");
+    check_on(a, s, a.saved_name);
   }
 }
 

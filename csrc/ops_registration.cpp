@@ -27,6 +27,21 @@ TORCH_LIBRARY(apl, m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("ap_scores_backward(Tensor grad_ap, Tensor scores, Tensor relevance, Tensor coef, "
         "int num_bins, float lo, float hi) -> Tensor");
+
+  // Rank surrogates (csrc/rank_ops.h): kind 0 Smooth-AP, 1 Recall@k (its ks and their
+  // temperatures); query_mode: where the query stands in its own ranking (rank_math.h). Returns
+  // each query's value (its Smooth-AP or Recall@k), its positive count and, when chunk_size <= 0,
+  // U = d value / d scores (B, N) for backward; an empty tensor when streaming.
+  m.def("rank_self(Tensor embeddings, Tensor labels, int kind, float temperature, float[] ks, "
+        "float[] k_temperatures, int query_mode, int chunk_size) -> (Tensor, Tensor, Tensor)");
+  m.def("rank_self_backward(Tensor grad_value, Tensor embeddings, Tensor labels, Tensor saved, int kind, "
+        "float temperature, float[] ks, float[] k_temperatures, int query_mode, int chunk_size) -> Tensor");
+  m.def("rank_ref(Tensor queries, Tensor query_labels, Tensor refs, Tensor ref_labels, int kind, "
+        "float temperature, float[] ks, float[] k_temperatures, int query_mode, int chunk_size, "
+        "int self_offset=-1) -> (Tensor, Tensor, Tensor)");
+  m.def("rank_ref_backward(Tensor grad_value, Tensor queries, Tensor query_labels, Tensor refs, "
+        "Tensor ref_labels, Tensor saved, int kind, float temperature, float[] ks, float[] k_temperatures, "
+        "int query_mode, int chunk_size, int self_offset=-1) -> (Tensor, Tensor)");
 }
 
 // `import apl._C` only has to load this library so that the registrations above run: an empty

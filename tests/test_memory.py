@@ -97,7 +97,7 @@ def test_memory_errors():
     loss_fn = with_memory(apl.APLoss(), size=8, dim=4)
     with pytest.raises(ValueError, match=r"memory holds 4-dimensional descriptors but the batch has shape \(6, 3\)"):
         loss_fn(unit_rows(6, 3), random_labels(6, 2))
-    with pytest.raises(TypeError, match="with_memory needs an apl.APLoss"):
+    with pytest.raises(TypeError, match=r"with_memory needs one of apl.s losses \(apl.APLoss, apl.SmoothAPLoss"):
         with_memory(torch.nn.MSELoss(), size=8, dim=4)
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..losses import LOSSES, SPECS
+from ..losses.registry import canonical
 from ..nn import BACKBONES, HEADS
 from ..train.config import AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, WHITENING_INITS, TrainConfig
 from .common import HelpFormatter, add_data_options, add_loader_options, after_command, explicit_options
@@ -44,19 +45,27 @@ def add(sub) -> None:
                    help="--dataset glyphs / glyphs-val: images generated per class")
     p.add_argument("--glyph-size", type=int, default=d.glyph_size, help="--dataset glyphs / glyphs-val: image side in pixels")
     p.add_argument("--init", default=None, help="start from a local state dict (whole model or backbone, e.g. ImageNet ResNet weights)")
-    p.add_argument("--loss", default=d.loss, choices=LOSSES, metavar="LOSS",
+    p.add_argument("--loss", default=d.loss, type=_loss_name, metavar="LOSS",
                    help="training loss: " + "; ".join(f"{s.name}: {s.summary}" for s in SPECS.values()))
     p.add_argument("--bins", type=int, default=None, dest="num_bins",
                    help=f"histogram bins of ap / tie-aware (default {SPECS['ap'].defaults['num_bins']}) and fastap "
                         f"(default {SPECS['fastap'].defaults['num_bins']})")
-    p.add_argument("--class-balanced", action="store_true", help="ap / tie-aware: weigh queries by 1 / (images of their class in the batch)")
+    p.add_argument("--class-balanced", action="store_true",
+                   help="apl's losses: weigh queries by 1 / (images of their class in the batch)")
     p.add_argument("--margin", type=float, default=None,
                    help=f"margin of triplet (default {SPECS['triplet'].defaults['margin']}) and contrastive "
                         f"(negative margin, default {SPECS['contrastive'].defaults['margin']})")
     p.add_argument("--temperature", type=float, default=None,
-                   help=f"temperature of smoothap (default {SPECS['smoothap'].defaults['temperature']})")
+                   help=f"sigmoid temperature of smoothap (default {SPECS['smoothap'].defaults['temperature']}) and of the "
+                        f"ranks of recall-at-k (default {SPECS['recall-at-k'].defaults['temperature']})")
+    p.add_argument("--recall-k", default=None,
+                   help="recall-at-k: the k values, e.g. 1,2,4,8,16 (default: "
+                        f"{','.join(map(str, SPECS['recall-at-k'].defaults['recall_k']))})")
+    p.add_argument("--k-temperature", type=float, default=None,
+                   help=f"recall-at-k: the temperature of each k (default {SPECS['recall-at-k'].defaults['k_temperature']})")
     p.add_argument("--memory", type=int, default=0,
-                   help="ap / tie-aware: cross-batch memory of the last N descriptors, ranked with each batch (0: off)")
+                   help="apl's losses (ap, tie-aware, smoothap, recall-at-k): cross-batch memory of the last N "
+                        "descriptors, ranked with each batch (0: off)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes together)")
     p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="pk: batch-size / images-per-class random classes (every class when there are fewer), the batch "
@@ -87,6 +96,14 @@ def add(sub) -> None:
     _PARSER["train"] = p
 
 
+def _loss_name(value: str) -> str:
+    """A loss of the registry, other spellings accepted ("tie_aware" for "tie-aware")."""
+    name = canonical(value)
+    if name not in LOSSES:
+        raise argparse.ArgumentTypeError(f"unknown loss {value!r}; choose from {', '.join(LOSSES)}")
+    return name
+
+
 def _config(a: argparse.Namespace, only=None) -> dict:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return {k: v for k, v in vars(a).items() if k in names and (only is None or k in only)}
@@ -108,8 +125,6 @@ def run(a: argparse.Namespace) -> int:
             raise ValueError(f"--resume: {saved} is not a valid apl run configuration ({err})") from None
         cfg = dataclasses.replace(base, **_config(a, given))
     else:
-        if SPECS[a.loss].needs_pk and "sampler" not in explicit_options(_PARSER["train"], after_command(a.argv, "train")):
-            a.sampler = "pk"  # smoothap needs equal class counts per batch: the P x K sampler
         cfg = TrainConfig(**_config(a))
     trainer = Trainer(cfg, out, progress=not a.quiet, workers=a.workers, prefetch=a.prefetch, overwrite=a.overwrite)
     history = trainer.run(resume=a.resume)

@@ -1,5 +1,7 @@
 """Baselines from pytorch-metric-learning (PML), behind one small adapter so that the trainer calls
-every loss the same way: `loss(embeddings, labels)`.
+every loss the same way: `loss(embeddings, labels)`. PML's SmoothAPLoss is not among them: it is
+wrong unless classes per batch == images per class (docs/pml_smoothap.md); `--loss smoothap` is
+apl's own.
 
 PML's distances L2-normalise the embeddings themselves (like `apl.APLoss`). Mining happens inside
 the adapter, on the batch the loss sees (the global batch under torchrun).
@@ -31,34 +33,18 @@ class PMLLoss(nn.Module):
     Args:
         loss: a `pytorch_metric_learning.losses` instance.
         miner: a `pytorch_metric_learning.miners` instance, or None (all pairs/triplets).
-        equal_class_counts: sort the batch by label and check that every class has as many
-            images, as PML's SmoothAPLoss requires (use the P x K sampler).
     """
 
-    def __init__(self, loss: nn.Module, miner: Optional[nn.Module] = None, equal_class_counts: bool = False) -> None:
+    def __init__(self, loss: nn.Module, miner: Optional[nn.Module] = None) -> None:
         super().__init__()
-        self.loss, self.miner, self.equal_class_counts = loss, miner, equal_class_counts
+        self.loss, self.miner = loss, miner
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if self.equal_class_counts:
-            counts = torch.unique(labels, return_counts=True)[1]
-            if bool((counts != counts[0]).any()):
-                raise ValueError(
-                    f"{type(self.loss).__name__} needs the same number of images of every class in a batch, got "
-                    f"counts {sorted(set(counts.tolist()))}: use the P x K sampler (--sampler pk --images-per-class K "
-                    "with --batch-size a multiple of K)"
-                )
-            order = torch.sort(labels, stable=True).indices  # PML expects the classes in contiguous groups
-            embeddings, labels = embeddings[order], labels[order]
         indices = self.miner(embeddings, labels) if self.miner is not None else None
         return self.loss(embeddings, labels, indices)
 
-    def extra_repr(self) -> str:
-        return f"equal_class_counts={self.equal_class_counts}"
 
-
-def build(name: str, margin: Optional[float] = None, num_bins: Optional[int] = None,
-          temperature: Optional[float] = None) -> PMLLoss:
+def build(name: str, margin: Optional[float] = None, num_bins: Optional[int] = None) -> PMLLoss:
     """The PML baseline `name` (see apl.losses.SPECS for what each one is)."""
     losses, miners = _pml()
     if name == "triplet":
@@ -77,9 +63,6 @@ def build(name: str, margin: Optional[float] = None, num_bins: Optional[int] = N
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
             raise ValueError(f"--bins must be an integer >= 2 for fastap, got {num_bins!r}")
         return PMLLoss(losses.FastAPLoss(num_bins=num_bins))
-    if name == "smoothap":
-        _positive("temperature", temperature)
-        return PMLLoss(losses.SmoothAPLoss(temperature=temperature), equal_class_counts=True)
     raise ValueError(f"no PML baseline named {name!r}")
 
 

@@ -9,7 +9,7 @@ import torch
 
 from .extension import _C
 
-__all__ = ["self_ap", "ref_ap", "scores_ap"]
+__all__ = ["self_ap", "ref_ap", "scores_ap", "self_rank", "ref_rank"]
 
 
 def _acc(dtype: torch.dtype) -> torch.dtype:
@@ -109,6 +109,64 @@ if _C is not None:
 
     torch.library.register_autograd("apl::ap_scores", _backward_scores, setup_context=_setup_scores)
 
+    # --- the rank surrogates: U = d value / d scores saved (or nothing when streaming) --------
+
+    def _rank_fakes(x: torch.Tensor, B: int, N: int, chunk_size: int):
+        dt = _acc(x.dtype)
+        return (x.new_empty((B,), dtype=dt), x.new_empty((B,), dtype=torch.int64),
+                x.new_empty((B, N) if chunk_size <= 0 else (0,), dtype=dt))
+
+    @torch.library.register_fake("apl::rank_self")
+    def _(embeddings, labels, kind, temperature, ks, k_temperatures, query_mode, chunk_size):
+        B = embeddings.shape[0]
+        return _rank_fakes(embeddings, B, B, chunk_size)
+
+    @torch.library.register_fake("apl::rank_self_backward")
+    def _(grad_value, embeddings, labels, saved, kind, temperature, ks, k_temperatures, query_mode, chunk_size):
+        return torch.empty_like(embeddings)
+
+    @torch.library.register_fake("apl::rank_ref")
+    def _(queries, query_labels, refs, ref_labels, kind, temperature, ks, k_temperatures, query_mode, chunk_size,
+          self_offset=-1):
+        return _rank_fakes(queries, queries.shape[0], refs.shape[0], chunk_size)
+
+    @torch.library.register_fake("apl::rank_ref_backward")
+    def _(grad_value, queries, query_labels, refs, ref_labels, saved, kind, temperature, ks, k_temperatures,
+          query_mode, chunk_size, self_offset=-1):
+        return torch.empty_like(queries), torch.empty_like(refs)
+
+    def _setup_rank_self(ctx, inputs, output):
+        embeddings, labels, *params = inputs
+        ctx.save_for_backward(embeddings, labels, output[2])
+        ctx.params = tuple(params)  # kind, temperature, ks, k_temperatures, query_mode, chunk_size
+        ctx.set_materialize_grads(False)
+
+    def _backward_rank_self(ctx, grad_value, _g_npos, _g_saved):
+        embeddings, labels, saved = ctx.saved_tensors
+        if grad_value is None:
+            return (None,) * 8
+        d = torch.ops.apl.rank_self_backward(grad_value, embeddings, labels, saved, *ctx.params)
+        return (d,) + (None,) * 7
+
+    torch.library.register_autograd("apl::rank_self", _backward_rank_self, setup_context=_setup_rank_self)
+
+    def _setup_rank_ref(ctx, inputs, output):
+        queries, query_labels, refs, ref_labels, *params = inputs
+        if len(params) == 6:
+            params.append(-1)  # self_offset left to its default
+        ctx.save_for_backward(queries, query_labels, refs, ref_labels, output[2])
+        ctx.params = tuple(params)
+        ctx.set_materialize_grads(False)
+
+    def _backward_rank_ref(ctx, grad_value, _g_npos, _g_saved):
+        queries, query_labels, refs, ref_labels, saved = ctx.saved_tensors
+        if grad_value is None:
+            return (None,) * 11
+        dq, dx = torch.ops.apl.rank_ref_backward(grad_value, queries, query_labels, refs, ref_labels, saved, *ctx.params)
+        return (dq, None, dx) + (None,) * 8
+
+    torch.library.register_autograd("apl::rank_ref", _backward_rank_ref, setup_context=_setup_rank_ref)
+
 
 def self_ap(embeddings, labels, num_bins, lo, hi, variant, chunk_size):
     """(ap, npos) of every row against the other rows, with the compiled kernels."""
@@ -129,3 +187,18 @@ def scores_ap(scores, relevance, num_bins, lo, hi, variant):
     """(ap, npos) of a score matrix with a bool relevance mask, with the compiled kernels."""
     ap, npos, _coef = torch.ops.apl.ap_scores(scores, relevance, num_bins, lo, hi, variant)
     return ap, npos
+
+
+def self_rank(embeddings, labels, kind, temperature, ks, k_temperatures, query_mode, chunk_size):
+    """(value, npos) of every row against the other rows (rank surrogates), with the compiled kernels."""
+    value, npos, _saved = torch.ops.apl.rank_self(embeddings, labels, kind, temperature, list(ks), list(k_temperatures),
+                                                  query_mode, chunk_size)
+    return value, npos
+
+
+def ref_rank(queries, query_labels, refs, ref_labels, kind, temperature, ks, k_temperatures, query_mode, chunk_size,
+             self_offset=-1):
+    """(value, npos) of each query against a database (rank surrogates), with the compiled kernels."""
+    value, npos, _saved = torch.ops.apl.rank_ref(queries, query_labels, refs, ref_labels, kind, temperature, list(ks),
+                                                 list(k_temperatures), query_mode, chunk_size, self_offset)
+    return value, npos

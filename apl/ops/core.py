@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from . import compiled, reference
+from . import compiled, reference, reference_rank
 from .validation import check_finite
 from .variants import VARIANTS
 
@@ -39,6 +39,34 @@ def per_query(
         return compiled.self_ap(embeddings, labels, num_bins, lo, hi, vid, chunk_size)
     return compiled.ref_ap(embeddings, labels, ref_embeddings, ref_labels, num_bins, lo, hi, vid, chunk_size,
                            self_offset)
+
+
+def rank_per_query(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    ref_embeddings: Optional[torch.Tensor],
+    ref_labels: Optional[torch.Tensor],
+    *,
+    kind: int,
+    temperature: float,
+    ks: tuple[float, ...],
+    k_temperatures: tuple[float, ...],
+    query_mode: int,
+    backend: str,
+    chunk_size: int = 0,
+    self_offset: int = -1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, npos) of every query for a rank surrogate (`kind`, see variants.RANK_KINDS): its
+    Smooth-AP or Recall@k and its number of positives; ranked as `per_query` does."""
+    args = (kind, temperature, ks, k_temperatures, query_mode)
+    if backend == "torch":
+        check_finite(embeddings, "embeddings")
+        if ref_embeddings is not None:
+            check_finite(ref_embeddings, "ref_embeddings")
+        return reference_rank.per_query(embeddings, labels, ref_embeddings, ref_labels, *args, chunk_size, self_offset)
+    if ref_embeddings is None:
+        return compiled.self_rank(embeddings, labels, *args, chunk_size)
+    return compiled.ref_rank(embeddings, labels, ref_embeddings, ref_labels, *args, chunk_size, self_offset)
 
 
 def scores_ap(scores: torch.Tensor, relevance: torch.Tensor, *, num_bins: int, score_range: tuple[float, float],

@@ -1,7 +1,8 @@
 """Self-test of the compiled kernels against the pure-PyTorch reference, on the same device.
 
 `selftest()` runs every compiled backend present (the CPU kernel; the CUDA kernel on each visible
-GPU) on small random batches and compares loss, per-query AP and gradients with the reference.
+GPU) on small random batches and compares loss, per-query AP (or Smooth-AP / Recall@k) and
+gradients with the reference.
 `quick_check(device)` is its small version, which `backend="auto"` runs once per device and process
 before it trusts the CUDA kernels (apl/ops/dispatch.py; APL_SKIP_SELFTEST=1 skips it).
 It calls the loss core (apl/ops/core.py) with each backend named, so it neither chooses a backend
@@ -19,6 +20,7 @@ from typing import Iterator, Optional, Sequence
 import torch
 
 from . import core, extension
+from .variants import QUERY_EXCLUDED, QUERY_ITEM_AND_POSITIVE, QUERY_ITEM_ONLY, RANK_KINDS
 
 __all__ = ["selftest", "check_backend", "quick_check"]
 
@@ -73,10 +75,19 @@ def _cases(B: int, quick: bool) -> Iterator[tuple[str, dict]]:
                                           chunk_size=stream)
     for v in variants:
         yield f"scores/{v}", dict(form="scores", variant=v, num_bins=17)
+    for kind in RANK_KINDS:  # the rank surrogates: every query mode, streaming, a reference set
+        yield f"{kind}/self", dict(form="rank", kind=kind, mode=QUERY_EXCLUDED)
+        if not quick:
+            mode = QUERY_ITEM_AND_POSITIVE if kind == "smooth_ap" else QUERY_ITEM_ONLY
+            yield f"{kind}/self-included", dict(form="rank", kind=kind, mode=mode)
+            yield f"{kind}/streaming", dict(form="rank", kind=kind, mode=QUERY_EXCLUDED, chunk_size=stream)
+            yield f"{kind}/reference-set", dict(form="rank-ref", kind=kind, mode=QUERY_EXCLUDED)
 
 
 def _run_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
     """[per-query AP, loss, gradients...] of one backend on one case."""
+    if case["form"].startswith("rank"):
+        return _run_rank_case(backend, inputs, case)
     kw = dict(num_bins=case["num_bins"], score_range=(-1.0, 1.0), variant=case["variant"], backend=backend)
     if case["form"] == "scores":
         s = inputs["s"].detach().clone().requires_grad_()
@@ -97,6 +108,21 @@ def _run_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
     loss = core.weighted_loss(ap, npos > 0)
     grads = torch.autograd.grad(loss, leaves)
     return [ap.detach(), loss.detach(), *grads]
+
+
+def _run_rank_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
+    """[per-query value, loss, gradients...] of one backend on a rank-surrogate case."""
+    x = inputs["x"].detach().clone().requires_grad_()
+    leaves, rx, ry = [x], None, None
+    if case["form"] == "rank-ref":
+        rx = inputs["rx"].detach().clone().requires_grad_()
+        ry = inputs["ry"]
+        leaves.append(rx)
+    value, npos = core.rank_per_query(x, inputs["y"], rx, ry, kind=RANK_KINDS[case["kind"]], temperature=0.05,
+                                      ks=(1.0, 2.0, 4.0), k_temperatures=(1.0, 0.5, 1.0), query_mode=case["mode"],
+                                      backend=backend, chunk_size=case.get("chunk_size") or 0)
+    loss = core.weighted_loss(value, npos > 0)
+    return [value.detach(), loss.detach(), *torch.autograd.grad(loss, leaves)]
 
 
 def _compare(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:

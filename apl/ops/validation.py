@@ -208,3 +208,46 @@ def warn_if_not_unit_rows(x: torch.Tensor, name: str) -> None:
             UserWarning,
             stacklevel=4,
         )
+
+
+def check_temperature(value, name: str = "temperature") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return float(value)
+
+
+def check_ks(k, k_temperature) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The k values of Recall@k (ints >= 1) and one temperature per k (a number or a sequence)."""
+    ks = (k,) if isinstance(k, int) and not isinstance(k, bool) else k
+    try:
+        ks = tuple(ks)
+    except TypeError:
+        raise TypeError(f"k must be an int or a sequence of ints, got {type(k).__name__}") from None
+    if not ks:
+        raise ValueError("k must hold at least one value")
+    for v in ks:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"every k must be an int >= 1, got {v!r} in {k!r}")
+    if isinstance(k_temperature, (int, float)) and not isinstance(k_temperature, bool):
+        temps = (k_temperature,) * len(ks)
+    else:
+        try:
+            temps = tuple(k_temperature)
+        except TypeError:
+            raise TypeError(f"k_temperature must be a number or one number per k, got {type(k_temperature).__name__}") from None
+    if len(temps) != len(ks):
+        raise ValueError(f"k_temperature must be one number or one per k ({len(ks)}), got {len(temps)}")
+    temps = tuple(check_temperature(t, "k_temperature") for t in temps)
+    return tuple(float(v) for v in ks), temps
+
+
+def check_include_query(flag, self_offset: int, has_refs: bool) -> bool:
+    """include_query puts each query among its own ranked items: the queries must be there."""
+    if not isinstance(flag, bool):
+        raise TypeError(f"include_query must be a bool, got {type(flag).__name__}")
+    if flag and has_refs and self_offset < 0:
+        raise ValueError("include_query=True ranks each query among the items, so a reference set must hold the "
+                         "queries: pass ref_includes_queries=True (the batch first), or no reference set")
+    return flag

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..losses import LOSSES, SPECS, check_options, spec_of
+from ..losses import SPECS, check_options, spec_of
+from ..losses.registry import canonical
 from ..nn import BACKBONES, HEADS
 
 OPTIMIZERS = ("adam", "sgd")
@@ -18,6 +19,18 @@ SCHEDULES = ("cosine", "step", "none")
 SAMPLERS = ("pk", "spread")
 WHITENING_INITS = ("pca",)
 AMP_DTYPES = ("bf16", "fp16")
+
+
+def parse_ks(value: Any) -> tuple[int, ...]:
+    """The k values of recall-at-k from "1,2,4,8,16" or a sequence; each an integer >= 1."""
+    parts = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else list(value)
+    try:
+        ks = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"--recall-k must be comma-separated integers such as 1,2,4,8,16, got {value!r}") from None
+    if not ks or any(k < 1 for k in ks) or any(str(p).strip() != str(k) for p, k in zip(parts, ks)):
+        raise ValueError(f"--recall-k must be comma-separated integers >= 1 such as 1,2,4,8,16, got {value!r}")
+    return ks
 
 
 def parse_scales(value: Any) -> tuple[float, ...]:
@@ -73,6 +86,8 @@ class TrainConfig:
     class_balanced: bool = False
     margin: Optional[float] = None
     temperature: Optional[float] = None
+    recall_k: Optional[tuple] = None  # recall-at-k: the k values (None: 1, 2, 4, 8, 16)
+    k_temperature: Optional[float] = None  # recall-at-k: the temperature of each k
     memory: int = 0  # cross-batch memory: descriptors of the last N images ranked with each batch (AP losses)
     batch_size: int = 256
     sampler: str = "pk"
@@ -94,8 +109,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Checks every field; returns self. Errors name the option as on the command line."""
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+        spec_of(self.loss)  # unknown names listed
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(BACKBONES)}")
         for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
@@ -108,20 +122,14 @@ class TrainConfig:
             raise ValueError("--whitening-init needs a whitening layer: set --dim")
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {self.amp!r}")
-        spec = spec_of(self.loss)
-        check_options(self.loss, {k: v for k, v in (("num_bins", self.num_bins), ("margin", self.margin),
-                                                    ("temperature", self.temperature), ("class_balanced", self.class_balanced))
-                                  if v is not None and v is not False})
-        if spec.needs_pk and self.sampler != "pk":
-            raise ValueError(f"--loss {self.loss} needs the same number of images of every class in a batch: "
-                             f"use --sampler pk (with --images-per-class K and --batch-size a multiple of K)")
-        if spec.needs_pk and self.batch_size % self.images_per_class:
-            raise ValueError(f"--loss {self.loss}: --batch-size ({self.batch_size}) must be a multiple of "
-                             f"--images-per-class ({self.images_per_class}) so that every class has as many images")
+        self.loss = canonical(self.loss)
         if isinstance(self.memory, bool) or not isinstance(self.memory, int) or self.memory < 0:
             raise ValueError(f"--memory must be an integer >= 0 (0: no cross-batch memory), got {self.memory!r}")
-        if self.memory and self.loss not in ("ap", "tie-aware"):
-            raise ValueError(f"--memory works with the AP losses (ap, tie-aware), not with --loss {self.loss}")
+        check_options(self.loss, {"num_bins": self.num_bins, "margin": self.margin, "temperature": self.temperature,
+                                  "class_balanced": self.class_balanced, "memory": self.memory,
+                                  "recall_k": self.recall_k, "k_temperature": self.k_temperature})
+        if self.recall_k is not None:
+            self.recall_k = parse_ks(self.recall_k)
         if self.num_bins is not None and (isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int) or self.num_bins < 2):
             raise ValueError(f"--bins must be an integer >= 2, got {self.num_bins!r}")
         for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1),
@@ -149,6 +157,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["train_classes"] = list(d["train_classes"])
         d["scales"] = list(d["scales"])
+        if d["recall_k"] is not None:
+            d["recall_k"] = list(d["recall_k"])
         return d
 
     @classmethod
@@ -166,8 +176,8 @@ class TrainConfig:
         # Before the loss registry every run stored num_bins=20, whatever its loss.
         if d.get("num_bins") == 20 and d.get("loss") in SPECS and "num_bins" not in SPECS[d["loss"]].options:
             d["num_bins"] = None
-        for name in ("train_classes", "scales"):
-            if name in d:
+        for name in ("train_classes", "scales", "recall_k"):
+            if d.get(name) is not None:
                 d[name] = tuple(d[name])
         return cls(**d)
 

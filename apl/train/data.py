@@ -18,7 +18,6 @@ import torch
 from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, DigitsDataset, ImageList, split_digits
 from ..data import eval_transform, train_transform
 from ..data.loaders import loader_options
-from ..losses import spec_of
 from .config import TrainConfig
 
 
@@ -123,14 +122,6 @@ def build_sampler(cfg: TrainConfig, labels: Sequence):
     classes = len(set(labels))
     if cfg.sampler == "pk":
         p = min(classes, max(2, cfg.batch_size // cfg.images_per_class))  # two classes at least: negatives
-        if spec_of(cfg.loss).needs_pk:  # equal class counts, as PML's Smooth-AP requires
-            p = cfg.batch_size // cfg.images_per_class
-            if p > classes:
-                raise ValueError(
-                    f"--loss {cfg.loss}: --batch-size {cfg.batch_size} / --images-per-class {cfg.images_per_class} asks for "
-                    f"{p} classes per batch, but the training set has {classes}; raise --images-per-class or lower "
-                    "--batch-size"
-                )
         return ClassBalancedBatchSampler(labels, p, cfg.images_per_class, num_batches=cfg.steps_per_epoch, seed=cfg.seed,
                                          batch_size=cfg.batch_size)
     return ClassSpreadBatchSampler(labels, cfg.batch_size, num_batches=cfg.steps_per_epoch, seed=cfg.seed)

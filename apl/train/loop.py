@@ -154,7 +154,7 @@ class Trainer:
             (self.out / "metrics.jsonl").write_text("")
 
         loss_fn = build_loss(cfg.loss, num_bins=cfg.num_bins, class_balanced=cfg.class_balanced, margin=cfg.margin,
-                             temperature=cfg.temperature)
+                             temperature=cfg.temperature, recall_k=cfg.recall_k, k_temperature=cfg.k_temperature)
         if memory is not None:  # the global batch of all ranks goes into the same memory on every rank
             loss_fn = with_memory(loss_fn, memory)
         step_fn = TrainStep(model, loss_fn, device, launch.distributed, cfg.chunk_size, amp_dtype, scaler)

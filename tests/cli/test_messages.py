@@ -40,10 +40,3 @@ def test_resnet_without_torchvision(tmp_path, capsys):
     assert "needs torchvision" in err and "Traceback" not in err and not (tmp_path / "r").exists()
     assert main(["train", "--backbone", "resnet18", "--out", str(tmp_path / "r")]) == 2  # digits are greyscale
     assert "takes 3-channel (RGB) images" in capsys.readouterr().err
-
-
-def test_pk_sampler_names_cli_options(tmp_path, capsys):
-    assert main(["train", "--loss", "smoothap", "--batch-size", "256", "--images-per-class", "8", "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert "--batch-size 256 / --images-per-class 8 asks for 32 classes per batch, but the training set has 5" in err
-    assert "classes_per_batch" not in err

@@ -1,5 +1,6 @@
-"""The training losses (issue 9, item 1): apl's AP losses and pytorch-metric-learning baselines by
-name, their options and refusals, and a short training of each that must learn."""
+"""The training losses by name: apl's losses (AP, tie-aware AP, Smooth-AP, Recall@k) and
+pytorch-metric-learning baselines, their options, aliases and refusals (in build_loss as on the
+command line), and a short training of each that must learn."""
 import dataclasses
 import json
 
@@ -20,9 +21,10 @@ def test_every_loss_builds_and_gives_finite_gradients():
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)
     y = torch.arange(60) % 6
-    assert set(LOSSES) == {"ap", "tie-aware", "triplet", "contrastive", "multi-similarity", "fastap", "smoothap"}
+    assert set(LOSSES) == {"ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "contrastive", "multi-similarity",
+                           "fastap"}
     for name in LOSSES:
-        e = x[torch.randperm(60, generator=g)].clone().requires_grad_()  # shuffled: smoothap sorts by class itself
+        e = x[torch.randperm(60, generator=g)].clone().requires_grad_()
         loss = build_loss(name)(e, y)
         loss.backward()
         assert torch.isfinite(loss) and torch.isfinite(e.grad).all(), name
@@ -39,27 +41,46 @@ def test_baselines_are_pml_with_the_documented_defaults():
     assert build_loss("contrastive", margin=0.3).loss.neg_margin == 0.3
     assert isinstance(build_loss("multi-similarity").miner, miners.MultiSimilarityMiner)
     assert build_loss("fastap").loss.num_bins == SPECS["fastap"].defaults["num_bins"]
-    assert build_loss("smoothap", temperature=0.05).loss.temperature == 0.05
     assert build_loss("ap").num_bins == 20
 
 
-def test_smoothap_needs_equal_class_counts():
+def test_apl_losses_by_name_and_their_aliases():
+    import apl
+
+    smooth = build_loss("smoothap", temperature=0.05)
+    assert isinstance(smooth, apl.SmoothAPLoss) and smooth.temperature == 0.05
+    recall = build_loss("recall-at-k", recall_k=(1, 4), k_temperature=0.5)
+    assert isinstance(recall, apl.RecallAtKLoss) and recall.k == (1, 4) and recall.k_temperature == (0.5, 0.5)
+    assert build_loss("tie_aware").variant == "tie_aware" and build_loss("tie-aware").variant == "tie_aware"
+    assert isinstance(build_loss("smooth_ap"), apl.SmoothAPLoss) and isinstance(build_loss("recall_at_k"), apl.RecallAtKLoss)
     x = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
-    with pytest.raises(ValueError, match=r"needs the same number of images of every class.*--sampler pk"):
-        build_loss("smoothap")(x, torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2]))
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])  # unequal class counts: apl's Smooth-AP takes any layout
+    assert torch.isfinite(smooth(x, labels))
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("ap", dict(margin=0.1), r"loss 'ap' does not take --margin \(it takes: --bins, --class-balanced, --memory\)"),
+    ("triplet", dict(num_bins=7), r"loss 'triplet' does not take --bins \(it takes: --margin\)"),
+    ("smoothap", dict(num_bins=7), r"does not take --bins \(it takes: --temperature, --class-balanced, --memory\)"),
+    ("contrastive", dict(recall_k=(1, 2)), r"does not take --recall-k"),
+])
+def test_build_loss_refuses_options_as_the_cli_does(name, options, message):
+    with pytest.raises(ValueError, match=message):
+        build_loss(name, **options)
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(loss="ap", margin=0.2), r"loss 'ap' does not take --margin \(it takes: --bins, --class-balanced\)"),
+    (dict(loss="ap", margin=0.2), r"loss 'ap' does not take --margin \(it takes: --bins, --class-balanced, --memory\)"),
     (dict(loss="triplet", num_bins=30), r"loss 'triplet' does not take --bins \(it takes: --margin\)"),
     (dict(loss="triplet", class_balanced=True), r"does not take --class-balanced"),
     (dict(loss="fastap", temperature=0.1), r"loss 'fastap' does not take --temperature \(it takes: --bins\)"),
     (dict(loss="multi-similarity", margin=0.1), r"does not take --margin \(it takes: none of"),
-    (dict(loss="smoothap", sampler="spread"), r"--loss smoothap needs the same number of images of every class in a batch: use --sampler pk"),
-    (dict(loss="smoothap", sampler="pk", batch_size=100, images_per_class=30), r"--batch-size \(100\) must be a multiple of --images-per-class \(30\)"),
+    (dict(loss="smoothap", num_bins=10), r"loss 'smoothap' does not take --bins"),
+    (dict(loss="recall-at-k", recall_k="1,x"), r"--recall-k must be comma-separated integers"),
+    (dict(loss="ap", recall_k="1,2"), r"loss 'ap' does not take --recall-k"),
     (dict(memory=-1), r"--memory must be an integer >= 0"),
-    (dict(loss="triplet", memory=64), r"--memory works with the AP losses"),
-    (dict(loss="hinge"), r"unknown loss 'hinge'; choose from ap, tie-aware, triplet"),
+    (dict(loss="triplet", memory=64), r"loss 'triplet' does not take --memory"),
+    (dict(loss="hinge"), r"unknown loss 'hinge'; choose from ap, tie-aware, smoothap, recall-at-k, triplet"),
 ])
 def test_config_refuses_options_a_loss_does_not_take(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -74,18 +95,22 @@ def test_cli_messages(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--loss", "hinge"])
     err = capsys.readouterr().err.replace("'", "")
-    assert "invalid choice: hinge (choose from ap, tie-aware, triplet, contrastive, multi-similarity, fastap, smoothap)" in err
+    assert "unknown loss hinge; choose from ap, tie-aware, smoothap, recall-at-k, triplet, contrastive, multi-similarity, fastap" in err
     assert main(["train", "--memory", "-3", "--out", str(tmp_path / "c")]) == 2
     assert "--memory must be an integer >= 0" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # nothing written on a refused run
 
 
-def test_cli_smoothap_picks_the_pk_sampler(tmp_path):
+@pytest.mark.parametrize("loss,options", [("smoothap", ["--temperature", "0.05"]),
+                                          ("recall-at-k", ["--recall-k", "1,4", "--k-temperature", "0.5"]),
+                                          ("tie_aware", [])])
+def test_cli_trains_apl_losses_with_their_options(tmp_path, loss, options):
     out = tmp_path / "s"
-    assert main(["train", "--loss", "smoothap", "--batch-size", "50", "--images-per-class", "10", "--epochs", "1",
+    assert main(["train", "--loss", loss, *options, "--sampler", "spread", "--batch-size", "50", "--epochs", "1",
                  "--steps-per-epoch", "1", "--dim", "8", "--threads", "1", "--device", "cpu", "--workers", "0",
                  "--quiet", "--out", str(out)]) == 0
-    assert json.loads((out / "config.json").read_text())["sampler"] == "pk"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["loss"] == loss.replace("_", "-") and cfg["sampler"] == "spread"  # any layout, aliases stored by name
 
 
 def _chance_map(labels: torch.Tensor) -> float:

@@ -89,3 +89,23 @@ def test_reference_still_stops_on_nan_under_compile():
     g = _compiled(lambda e: apl.ap_loss(e, y, query_weights=w, backend="torch"), "aot_eager")
     with pytest.raises(RuntimeError, match="query_weights must be finite and >= 0"):
         g(unit_rows(8, 3, torch.float32, seed=44))
+
+
+@pytest.mark.parametrize("name", ["smooth_ap", "recall_at_k"])
+@pytest.mark.parametrize("chunk_size", [None, 8])
+@pytest.mark.parametrize("backend_on", BACKENDS)
+def test_rank_losses_fullgraph(backend_on, chunk_size, name):
+    backend, device = backend_on
+    x, y = unit_rows(24, 6, torch.float32, seed=45, device=device), random_labels(24, 4, seed=45, device=device)
+    loss = (apl.SmoothAPLoss if name == "smooth_ap" else apl.RecallAtKLoss)(backend=backend, chunk_size=chunk_size,
+                                                                          temperature=0.05)
+
+    def step(e):
+        return loss(e * 3.0, y)
+
+    xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    le, lc = step(xe), _compiled(step, "aot_eager")(xc)
+    le.backward()
+    lc.backward()
+    torch.testing.assert_close(lc, le, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xc.grad, xe.grad, rtol=1e-4, atol=1e-6)

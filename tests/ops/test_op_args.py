@@ -35,6 +35,16 @@ def _valid(device="cpu"):
         "ap_scores": dict(scores=s, relevance=rel, **common, variant=0),
         "ap_scores_backward": dict(grad_ap=g, scores=s, relevance=rel, coef=coef_s, **common),
     }
+    rank = dict(kind=1, temperature=0.05, ks=[1.0, 4.0], k_temperatures=[1.0, 0.5], query_mode=0)
+    _, _, u_self = torch.ops.apl.rank_self(x, y, *rank.values(), 0)
+    _, _, u_ref = torch.ops.apl.rank_ref(x, y, r, ry, *rank.values(), 0)
+    ops.update({
+        "rank_self": dict(embeddings=x, labels=y, **rank, chunk_size=0),
+        "rank_self_backward": dict(grad_value=g, embeddings=x, labels=y, saved=u_self, **rank, chunk_size=0),
+        "rank_ref": dict(queries=x, query_labels=y, refs=r, ref_labels=ry, **rank, chunk_size=0),
+        "rank_ref_backward": dict(grad_value=g, queries=x, query_labels=y, refs=r, ref_labels=ry, saved=u_ref, **rank,
+                                  chunk_size=0),
+    })
     return {k: {n: (v.to(device) if isinstance(v, torch.Tensor) else v) for n, v in a.items()} for k, a in ops.items()}
 
 
@@ -68,6 +78,19 @@ _BAD = [
     ("coef", lambda v: v.float(), TypeError, r"coef must be float64, got Float"),
     ("scores@saved", lambda v: v[:, :-1], ValueError, r"scores must be the \(6, \d+\) tensor saved by the forward"),
     ("scores@saved", lambda v: v.float(), TypeError, r"scores must be Double \(the forward's compute dtype\)"),
+    # the rank ops: their loss and parameters; their backward's U is checked as "scores" (the saved tensor)
+    ("kind", lambda v: 2, ValueError, r"unknown loss kind 2 \(0: Smooth-AP, 1: Recall@k\)"),
+    ("temperature", lambda v: 0.0, ValueError, r"temperature must be finite and > 0, got 0"),
+    ("temperature", lambda v: float("inf"), ValueError, r"temperature must be finite and > 0, got inf"),
+    ("query_mode", lambda v: 3, ValueError, r"unknown query mode 3"),
+    ("ks", lambda v: [], ValueError, r"ks and k_temperatures must be non-empty and of equal length, got 0 and 2"),
+    ("ks", lambda v: [0.5, 2.0], ValueError, r"every k must be >= 1, got 0.5"),
+    ("k_temperatures", lambda v: [1.0], ValueError, r"ks and k_temperatures must be non-empty and of equal length, got 2 and 1"),
+    ("k_temperatures", lambda v: [1.0, -2.0], ValueError, r"every k temperature must be finite and > 0, got -2"),
+    ("grad_value", lambda v: v[:-1], ValueError, rf"grad_value must have shape \({B}\), got \[{B - 1}\]"),
+    ("grad_value", lambda v: v.long(), TypeError, r"grad_value must be floating point"),
+    ("saved", lambda v: v[:, :-1], ValueError, r"saved must be the \(6, \d+\) tensor saved by the forward"),
+    ("saved", lambda v: v.float(), TypeError, r"saved must be Double"),
 ]
 
 

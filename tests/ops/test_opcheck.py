@@ -1,5 +1,6 @@
-"""The registered ops pass torch.library.opcheck (schema, fake kernels, autograd registration, AOT
-dispatch) on every device with compiled kernels, forward and backward ops alike."""
+"""The registered ops (AP and rank surrogates) pass torch.library.opcheck (schema, fake kernels,
+autograd registration, AOT dispatch) on every device with compiled kernels, forward and backward
+ops alike."""
 import pytest
 import torch
 
@@ -20,6 +21,13 @@ def samples():
                 yield f"ap_ref-{dtype}-{chunk}-{variant}", "ap_ref", (q.to(dtype), ql, x.to(dtype), y, 8, -1.0, 1.0,
                                                                        variant, chunk)
         yield f"ap_scores-{dtype}", "ap_scores", (s.to(dtype), rel, 7, -1.0, 1.0, 0)
+        for kind, mode in ((0, 0), (0, 1), (1, 0), (1, 2)):
+            for chunk in (0, 3):
+                params = (kind, 0.05, [1.0, 3.0], [1.0, 0.5], mode, chunk)
+                yield f"rank_self-{dtype}-{kind}-{mode}-{chunk}", "rank_self", (x.to(dtype), y, *params)
+                refs = torch.cat([q, x]).to(dtype)
+                yield (f"rank_ref-{dtype}-{kind}-{mode}-{chunk}", "rank_ref",
+                       (q.to(dtype), ql, refs, torch.cat([ql, y]), *params, 0 if mode else -1))
 
 
 def _on(device, args):
@@ -54,6 +62,13 @@ def test_backward_ops_opcheck(kernel, chunk):
     rel = s > 0
     ap, npos, coef = torch.ops.apl.ap_scores(s, rel, 5, -1.0, 1.0, 0)
     torch.library.opcheck(torch.ops.apl.ap_scores_backward.default, (torch.ones_like(ap), s, rel, coef, 5, -1.0, 1.0))
+    params = (0, 0.1, [], [], 0, chunk)
+    value, _, saved = torch.ops.apl.rank_self(x, y, *params)
+    torch.library.opcheck(torch.ops.apl.rank_self_backward.default, (torch.ones_like(value), x, y, saved, *params))
+    params = (1, 0.1, [1.0, 2.0], [1.0, 1.0], 0, chunk)
+    value, _, saved = torch.ops.apl.rank_ref(q, ql, x, y, *params, -1)
+    torch.library.opcheck(torch.ops.apl.rank_ref_backward.default,
+                          (torch.full_like(value, 0.5), q, ql, x, y, saved, *params, -1))
 
 
 def test_op_compiles_fullgraph(kernel):

@@ -4,11 +4,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
-from .ops import core, health, validation as V
-from .ops.dispatch import resolve_for
-from .ops.validation import warn_if_not_unit_rows
+from ..ops import core, health, validation as V
+from ..ops.dispatch import resolve_for
+from .inputs import batch_loss, prepare
 
 
 def per_query_ap(
@@ -50,35 +49,27 @@ def per_query_ap(
         (ap, has_pos): (B,) AP per query (0 where undefined) and a bool mask of the queries with
         at least one positive. float16/bfloat16 embeddings give float32 AP.
     """
-    ap, npos = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
-                          chunk_size, normalize, ref_includes_queries)
+    ap, npos, _ = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
+                             chunk_size, normalize, ref_includes_queries)
     return ap, npos > 0
 
 
 def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend, chunk_size,
                normalize=False, ref_includes_queries=False):
-    embeddings, labels, ref_embeddings, ref_labels = V.check_embeddings_pair(embeddings, labels, ref_embeddings, ref_labels)
-    self_offset = V.check_ref_includes_queries(ref_includes_queries, embeddings, ref_embeddings)
     num_bins = V.check_num_bins(num_bins)
     score_range = V.check_score_range(score_range)
     V.check_variant(variant)
-    chunk = V.check_chunk_size(chunk_size)
-    which = resolve_for(V.check_backend(backend), embeddings.device)
-    if normalize:
-        embeddings = F.normalize(embeddings, dim=1)
-        ref_embeddings = None if ref_embeddings is None else F.normalize(ref_embeddings, dim=1)
-    elif score_range == (-1.0, 1.0):
-        warn_if_not_unit_rows(embeddings, "embeddings")
-        if ref_embeddings is not None:
-            warn_if_not_unit_rows(ref_embeddings, "ref_embeddings")
+    x = prepare(embeddings, labels, ref_embeddings, ref_labels, backend, chunk_size, normalize, ref_includes_queries,
+                check_norm=score_range == (-1.0, 1.0))  # a custom range: raw dot products on purpose
     checked = health.due()
     if checked:
-        health.check_scores(embeddings, ref_embeddings, num_bins, score_range, self_offset)
-    ap, npos = core.per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins=num_bins, score_range=score_range,
-                              variant=variant, backend=which, chunk_size=chunk, self_offset=self_offset)
+        health.check_scores(x.embeddings, x.ref_embeddings, num_bins, score_range, x.self_offset)
+    ap, npos = core.per_query(x.embeddings, x.labels, x.ref_embeddings, x.ref_labels, num_bins=num_bins,
+                              score_range=score_range, variant=variant, backend=x.backend, chunk_size=x.chunk_size,
+                              self_offset=x.self_offset)
     if checked:
         health.check_positives(npos > 0)
-    return ap, npos
+    return ap, npos, x
 
 
 def ap_loss(
@@ -103,11 +94,9 @@ def ap_loss(
     `class_balanced=True` multiplies them by 1 / (number of queries of the query's class).
     See :func:`per_query_ap` for the other arguments. Returns a scalar tensor.
     """
-    ap, npos = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
-                          chunk_size, normalize, ref_includes_queries)
-    if query_weights is not None:
-        query_weights = V.check_weights(query_weights, ap.shape[0], embeddings)
-    return core.weighted_loss(ap, npos > 0, core.query_weights(labels, query_weights, class_balanced, ap.dtype))
+    ap, npos, x = _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_range, variant, backend,
+                             chunk_size, normalize, ref_includes_queries)
+    return batch_loss(ap, npos, x.labels, x.embeddings, query_weights, class_balanced)
 
 
 def quantized_ap(
