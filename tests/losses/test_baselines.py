@@ -1,0 +1,161 @@
+"""The baselines are right: each PML loss the trainer uses, as `apl.losses.build_loss` builds it,
+against its authors' code or the paper's equations written out here independently (values and
+gradients), and PML's Smooth-AP defect (docs/pml_smoothap.md), the reason `--loss smoothap` is apl's."""
+import math
+
+import pytest
+import torch
+
+import apl
+import peers
+from apl.losses import build_loss
+
+pytest.importorskip("pytorch_metric_learning")
+
+
+def _batch(B=24, D=8, C=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(B, D, generator=g, dtype=torch.float64), dim=1)
+    return x, torch.randint(0, C, (B,), generator=g)
+
+
+def _both(loss_pml, loss_ref, x, y, normalize=True):
+    """Value and gradient of both; the definitions are on L2-normalised rows, which PML's distances
+    (and the network) normalise, so the reference sees them normalised too."""
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    la, lb = loss_pml(a, y), loss_ref(torch.nn.functional.normalize(b, dim=1) if normalize else b, y)
+    la.backward()
+    lb.backward()
+    return la, lb, a.grad, b.grad
+
+
+def _dist(x):
+    return torch.cdist(x, x)  # Euclidean, as PML's LpDistance on L2-normalised rows
+
+
+# --- FastAP: the authors' code (kunhe/FastAP-metric-learning, pytorch/FastAP_loss.py) -----------
+
+@pytest.mark.parametrize("num_bins", [10, 20])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fastap_equals_the_authors_code(num_bins, seed):
+    """The same value; the same gradient direction. Their hand-written backward returns N / 2 times
+    the derivative of their loss (it differentiates the sum of the APs with respect to the squared
+    distances without the -2 x_j and the 1 / N of the mean): a learning-rate scale, nothing else.
+    On the tangent of the unit sphere (the network normalises; PML's distance too) the two agree."""
+    theirs = peers.load("kunhe/FastAP-metric-learning", "pytorch/FastAP_loss.py")
+    x, y = _batch(seed=seed)
+    with peers.as_torch_1_on_cpu():
+        # their code works in float32 (torch.zeros, torch.linspace defaults)
+        la, lb, ga, gb = _both(build_loss("fastap", num_bins=num_bins), theirs.FastAPLoss(num_bins), x.float(), y,
+                               normalize=False)
+    assert abs(la.item() - lb.item()) < 1e-5
+
+    def tangent(g):
+        g = g.double()
+        return g - (g * x).sum(1, keepdim=True) * x
+
+    torch.testing.assert_close(tangent(gb), tangent(ga) * (len(y) / 2), rtol=1e-3, atol=1e-5)
+
+
+# --- multi-similarity: Wang et al., CVPR 2019, eq. (4) with the pair mining of eq. (5)-(6) -------
+
+def _multi_similarity(x, y, alpha=2.0, beta=50.0, lam=0.5, eps=0.1):
+    S = x @ x.t()
+    B = len(y)
+    losses = []
+    for i in range(B):
+        pos = [j for j in range(B) if j != i and y[j] == y[i]]
+        neg = [j for j in range(B) if y[j] != y[i]]
+        if not pos or not neg:
+            continue
+        # mining: a negative is kept when harder than the easiest positive (with eps), and vice versa
+        hardest_pos, hardest_neg = min(S[i, j] for j in pos), max(S[i, j] for j in neg)
+        neg_kept = [j for j in neg if S[i, j] + eps > hardest_pos]
+        pos_kept = [j for j in pos if S[i, j] - eps < hardest_neg]
+        if not pos_kept or not neg_kept:
+            continue
+        lp = torch.log1p(sum(torch.exp(-alpha * (S[i, j] - lam)) for j in pos_kept)) / alpha
+        ln = torch.log1p(sum(torch.exp(beta * (S[i, j] - lam)) for j in neg_kept)) / beta
+        losses.append(lp + ln)
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multi_similarity_equals_the_paper(seed):
+    x, y = _batch(seed=seed)
+    la, lb, ga, gb = _both(build_loss("multi-similarity"), _multi_similarity, x, y)
+    assert abs(la.item() - lb.item()) < 1e-10
+    torch.testing.assert_close(ga, gb, rtol=1e-7, atol=1e-10)
+
+
+# --- triplet (Schroff et al., 2015; every margin-violating triplet, the mean over those) ---------
+
+def _triplet(x, y, margin=0.4):
+    d = _dist(x)
+    terms = []
+    for a in range(len(y)):
+        for p in range(len(y)):
+            if p == a or y[p] != y[a]:
+                continue
+            for n in range(len(y)):
+                if y[n] != y[a]:
+                    v = d[a, p] - d[a, n] + margin
+                    if v > 0:
+                        terms.append(v)
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_triplet_equals_the_definition(seed):
+    x, y = _batch(B=16, seed=seed)
+    margin = apl.losses.SPECS["triplet"].defaults["margin"]
+    la, lb, ga, gb = _both(build_loss("triplet"), lambda e, t: _triplet(e, t, margin), x, y)
+    assert abs(la.item() - lb.item()) < 1e-10
+    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
+
+
+# --- contrastive: the hinge form of PML and Musgrave et al. (ECCV 2020) -------------------------
+
+def _contrastive(x, y, neg_margin=0.5):
+    """Positives pulled to distance 0 and negatives pushed beyond the margin, each term the mean of
+    its non-zero losses (Hadsell et al., 2006, square both terms; the metric-learning benchmarks
+    use this hinge form)."""
+    d = _dist(x)
+    eye = torch.eye(len(y), dtype=torch.bool)
+    same = (y[:, None] == y[None, :]) & ~eye
+    diff = y[:, None] != y[None, :]
+    pos = d[same]
+    neg = torch.relu(neg_margin - d[diff])
+    mean_nonzero = lambda v: v[v > 0].mean() if bool((v > 0).any()) else v.sum() * 0  # noqa: E731
+    return mean_nonzero(pos) + mean_nonzero(neg)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_contrastive_equals_the_definition(seed):
+    x, y = _batch(seed=seed)
+    margin = apl.losses.SPECS["contrastive"].defaults["margin"]
+    la, lb, ga, gb = _both(build_loss("contrastive"), lambda e, t: _contrastive(e, t, margin), x, y)
+    assert abs(la.item() - lb.item()) < 1e-10
+    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
+
+
+# --- PML 2.9.0's SmoothAPLoss: right only when classes per batch == images per class ------------
+
+@pytest.mark.parametrize("P,K", [(5, 5), (8, 4), (5, 50)])
+def test_pml_smoothap_is_wrong_unless_p_equals_k(P, K):
+    """docs/pml_smoothap.md: PML groups a class-sorted batch as (K, P) instead of (P, K)."""
+    import pytorch_metric_learning
+    from pytorch_metric_learning.losses import SmoothAPLoss
+
+    if pytorch_metric_learning.__version__ != "2.9.0":
+        pytest.skip(f"the defect is documented for PML 2.9.0, this is {pytorch_metric_learning.__version__}")
+    g = torch.Generator().manual_seed(P * K)
+    y = torch.arange(P).repeat_interleave(K)
+    centres = torch.randn(P, 16, generator=g, dtype=torch.float64)  # images cluster by class, as after training
+    x = torch.nn.functional.normalize(centres[y] + 0.8 * torch.randn(P * K, 16, generator=g, dtype=torch.float64), dim=1)
+    pml = SmoothAPLoss(temperature=0.01)(x, y).item()
+    authors = apl.smooth_ap_loss(x, y, temperature=0.01, include_query=True).item()  # = their code (test_authors_code)
+    if P == K:
+        assert math.isclose(pml, authors, abs_tol=1e-6)
+    else:
+        assert abs(pml - authors) > 0.05
