@@ -1,32 +1,36 @@
-"""apl's AP loss as a pytorch-metric-learning loss: swap it into a PML training loop in one line.
+"""apl's losses as pytorch-metric-learning losses: swap one into a PML training loop in one line.
 
-    from apl.pml import APLoss
+    from apl.pml import APLoss                # or SmoothAPLoss, RecallAtKLoss
     loss_func = APLoss(num_bins=20)          # instead of e.g. losses.TripletMarginLoss()
     loss = loss_func(embeddings, labels)     # or (embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
-Semantics (the same value as `apl.ap_loss`):
+Semantics (the same value as `apl.ap_loss`, `apl.smooth_ap_loss`, `apl.recall_at_k_loss`):
 - embeddings are L2-normalised first (PML's losses do the same through their distance);
 - without `ref_emb`, every row is a query against the other rows;
 - with `ref_emb` / `ref_labels`, the rows are ranked against that reference set;
 - inside PML's cross-batch memory: PML's `CrossBatchMemory` accepts only the losses on its own
-  list, so use `apl.pml.CrossBatchMemory`, PML's class with "APLoss" added to that list (nothing
-  else changes);
+  list, so use `apl.pml.CrossBatchMemory`, PML's class with apl's losses added to that list
+  (nothing else changes);
 - with `indices_tuple` (pairs (a1, p, a2, n), or triplets, converted to pairs), each query is
   ranked only against the reference items of its listed pairs: positives from (a1, p), negatives
   from (a2, n). This is what PML's `CrossBatchMemory` passes: all pairs with the memory except each
   query's own copy, so inside it every query is ranked against the memory minus itself. The
-  restricted ranking runs on apl's pure-PyTorch reference (a few B x N tensors).
-A reducer other than PML's default is refused: the AP loss is already a mean over queries.
+  restricted ranking runs on apl's pure-PyTorch references (a few B x N tensors).
+  PML's `memory_size` counts the current batch: with a memory of N items, PML ranks each query
+  against the N most recent items (the batch included), where `apl.memory` ranks it against the
+  batch plus the N items before it. The two agree until the memory is full.
+A reducer other than PML's default is refused: these losses are already means over queries.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from .functional import ap_loss
-from .ops import core, reference, validation as V
+from . import losses as apl_losses
+from .ops import core, reference, reference_rank, validation as V
+from .ops.variants import RANK_KINDS
 
 try:
     from pytorch_metric_learning import losses as pml_losses
@@ -36,53 +40,42 @@ try:
 except ImportError as err:  # a declared dependency; only a broken install gets here
     raise ImportError("apl.pml needs pytorch-metric-learning: pip install --no-deps pytorch-metric-learning==2.9.0") from err
 
-__all__ = ["APLoss", "CrossBatchMemory"]
+__all__ = ["APLoss", "SmoothAPLoss", "RecallAtKLoss", "CrossBatchMemory"]
 
 
-class APLoss(BaseMetricLossFunction):
-    """1 - mAP_Q (Revaud et al., ICCV 2019) as a PML `BaseMetricLossFunction`.
+class _Adapter(BaseMetricLossFunction):
+    """One of apl's loss modules (`self.apl_loss`) as a PML `BaseMetricLossFunction`."""
 
-    Args: as `apl.APLoss` (num_bins, score_range, variant, class_balanced, backend, chunk_size);
-    other keyword arguments go to PML's base class (e.g. an embedding regularizer).
-    """
-
-    def __init__(self, num_bins: int = 20, score_range: tuple[float, float] = (-1.0, 1.0), variant: str = "ap_q",
-                 class_balanced: bool = False, backend: str = "auto", chunk_size: Optional[int] = None, **kwargs) -> None:
+    def __init__(self, apl_loss: apl_losses.ListwiseLoss, **kwargs) -> None:
+        name = type(self).__name__
         if "distance" in kwargs:
-            raise ValueError("apl.pml.APLoss ranks by cosine similarity (normalised dot products); it takes no distance")
+            raise ValueError(f"apl.pml.{name} ranks by cosine similarity (normalised dot products); it takes no distance")
         reducer = kwargs.pop("reducer", None)
         if reducer is not None and type(reducer) is not MeanReducer:
-            raise ValueError("apl.pml.APLoss is already a mean over queries (1 - mAP): it takes no reducer")
+            raise ValueError(f"apl.pml.{name} is already a mean over queries: it takes no reducer")
         super().__init__(**kwargs)
-        self.num_bins = V.check_num_bins(num_bins)
-        self.score_range = V.check_score_range(score_range)
-        V.check_variant(variant)
-        self.variant, self.class_balanced = variant, bool(class_balanced)
-        self.backend = V.check_backend(backend)
-        V.check_chunk_size(chunk_size)
-        self.chunk_size = chunk_size
-        self.add_to_recordable_attributes(list_of_names=["num_bins"], is_stat=False)
+        self.apl_loss = apl_loss
+
+    def _masked(self, S: torch.Tensor, rel: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(value, npos) of each row of the scores, ranking only its `valid` items."""
+        raise NotImplementedError
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if labels is None:
-            raise ValueError("apl.pml.APLoss needs labels (the classes define the positives)")
+            raise ValueError(f"apl.pml.{type(self).__name__} needs labels (the classes define the positives)")
         self_mode = ref_emb is embeddings  # PML passes the batch itself when no ref_emb was given
-        kw = dict(num_bins=self.num_bins, score_range=self.score_range, variant=self.variant)
         if indices_tuple is None:
-            loss = ap_loss(embeddings, labels, None if self_mode else ref_emb, None if self_mode else ref_labels,
-                           class_balanced=self.class_balanced, backend=self.backend, chunk_size=self.chunk_size,
-                           normalize=True, **kw)
+            loss = self.apl_loss(embeddings, labels, None if self_mode else ref_emb, None if self_mode else ref_labels)
         else:
-            loss = self._pairs_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels, **kw)
+            loss = self._pairs_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         return {"loss": {"losses": loss, "indices": None, "reduction_type": "already_reduced"}}
 
-    def _pairs_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels, num_bins, score_range, variant):
+    def _pairs_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if len(indices_tuple) == 3:
             indices_tuple = lmu.convert_to_pairs(indices_tuple, labels, ref_labels)
         if len(indices_tuple) != 4:
-            raise ValueError(
-                f"apl.pml.APLoss takes indices_tuple as pairs (a1, p, a2, n) or triplets (a, p, n), got {len(indices_tuple)} tensors"
-            )
+            raise ValueError(f"apl.pml.{type(self).__name__} takes indices_tuple as pairs (a1, p, a2, n) or triplets "
+                             f"(a, p, n), got {len(indices_tuple)} tensors")
         a1, p, a2, n = (t.to(embeddings.device).long() for t in indices_tuple)
         V.check_embeddings_pair(embeddings, labels, ref_emb, ref_labels)
         B, N = embeddings.shape[0], ref_emb.shape[0]
@@ -95,15 +88,59 @@ class APLoss(BaseMetricLossFunction):
         x = F.normalize(ref_emb, dim=1).to(q.dtype)
         V.check_finite(q, "embeddings")
         S = (q @ x.t()).to(torch.float64 if q.dtype == torch.float64 else torch.float32)
-        ap, npos = reference.masked_ap(S, rel, valid, num_bins, score_range, variant)
-        return core.weighted_loss(ap, npos > 0, core.query_weights(labels, None, self.class_balanced, ap.dtype))
+        values, npos = self._masked(S, rel, valid)
+        return core.weighted_loss(values, npos > 0,
+                                  core.query_weights(labels, None, self.apl_loss.class_balanced, values.dtype))
+
+
+class APLoss(_Adapter):
+    """1 - mAP_Q (Revaud et al., ICCV 2019) as a PML loss. Args: as `apl.APLoss`; other keyword
+    arguments go to PML's base class (e.g. an embedding regularizer)."""
+
+    def __init__(self, num_bins: int = 20, score_range: tuple[float, float] = (-1.0, 1.0), variant: str = "ap_q",
+                 class_balanced: bool = False, backend: str = "auto", chunk_size: Optional[int] = None, **kwargs) -> None:
+        super().__init__(apl_losses.APLoss(num_bins, score_range, variant, class_balanced, backend, chunk_size), **kwargs)
+        self.num_bins = self.apl_loss.num_bins
+        self.add_to_recordable_attributes(list_of_names=["num_bins"], is_stat=False)
+
+    def _masked(self, S, rel, valid):
+        L = self.apl_loss
+        return reference.masked_ap(S, rel, valid, L.num_bins, L.score_range, L.variant)
+
+
+class SmoothAPLoss(_Adapter):
+    """1 - mean Smooth-AP (Brown et al., ECCV 2020) as a PML loss, any number of images per class
+    (PML's own SmoothAPLoss needs P x K batches with P == K: docs/pml_smoothap.md). Args: as
+    `apl.SmoothAPLoss` (without include_query)."""
+
+    def __init__(self, temperature: float = 0.01, class_balanced: bool = False, backend: str = "auto",
+                 chunk_size: Optional[int] = None, **kwargs) -> None:
+        super().__init__(apl_losses.SmoothAPLoss(temperature, False, class_balanced, backend, chunk_size), **kwargs)
+
+    def _masked(self, S, rel, valid):
+        return reference_rank.masked_values(S, valid, rel, RANK_KINDS["smooth_ap"], self.apl_loss.temperature, (), ())
+
+
+class RecallAtKLoss(_Adapter):
+    """1 - mean Recall@k surrogate (Patel et al., CVPR 2022) as a PML loss. Args: as
+    `apl.RecallAtKLoss` (without include_query)."""
+
+    def __init__(self, k: Union[int, Sequence[int]] = (1, 2, 4, 8, 16), temperature: float = 0.01,
+                 k_temperature: Union[float, Sequence[float]] = 1.0, class_balanced: bool = False, backend: str = "auto",
+                 chunk_size: Optional[int] = None, **kwargs) -> None:
+        super().__init__(apl_losses.RecallAtKLoss(k, temperature, k_temperature, False, class_balanced, backend,
+                                                  chunk_size), **kwargs)
+
+    def _masked(self, S, rel, valid):
+        L = self.apl_loss
+        return reference_rank.masked_values(S, valid, rel, RANK_KINDS["recall_at_k"], L.temperature,
+                                            tuple(float(k) for k in L.k), L.k_temperature)
 
 
 class CrossBatchMemory(pml_losses.CrossBatchMemory):
-    """PML's `CrossBatchMemory` that also accepts `apl.pml.APLoss` (PML checks loss class names
-    against a fixed list). Same arguments and behaviour as PML's."""
+    """PML's `CrossBatchMemory` that also accepts apl's losses (PML checks loss class names against
+    a fixed list). Same arguments and behaviour as PML's."""
 
     @staticmethod
     def supported_losses():
-        return pml_losses.CrossBatchMemory.supported_losses() + ["APLoss"]
-
+        return pml_losses.CrossBatchMemory.supported_losses() + ["APLoss", "SmoothAPLoss", "RecallAtKLoss"]

@@ -91,6 +91,24 @@ def test_memory_matches_pml_cross_batch_memory_value():
         torch.testing.assert_close(pml(e, y), ours(e, y), rtol=0, atol=1e-5)
 
 
+def test_full_memories_differ_by_the_batch_as_documented():
+    """Once full, PML's memory of N items holds the batch among them (each query ranked against
+    N - 1 other items) while apl.memory ranks against the batch plus N earlier items: equal to PML's
+    with a memory of N + B (apl/pml.py says so)."""
+    from apl.pml import APLoss as PMLAPLoss, CrossBatchMemory as PMLMemory
+
+    B, N = 16, 32
+    pml_same = PMLMemory(PMLAPLoss(), 6, memory_size=N)
+    pml_larger = PMLMemory(PMLAPLoss(), 6, memory_size=N + B)
+    ours = with_memory(apl.APLoss(), size=N, dim=6)
+    for i in range(6):  # well past full
+        e, y = unit_rows(B, 6, torch.float64, seed=60 + i).float(), random_labels(B, 3, seed=60 + i)
+        a, b, c = pml_same(e, y), pml_larger(e, y), ours(e, y)
+        torch.testing.assert_close(b, c, rtol=0, atol=1e-5)
+        if i >= 3:
+            assert abs(a.item() - c.item()) > 1e-4
+
+
 def test_memory_errors():
     with pytest.raises(ValueError, match="memory size must be a positive integer, got -1"):
         CrossBatchMemory(-1, 4)

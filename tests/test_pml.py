@@ -1,4 +1,5 @@
-"""apl as a pytorch-metric-learning loss (issue 9, item 2)."""
+"""apl's losses as pytorch-metric-learning losses (apl.pml): the same values as apl's functions,
+indices_tuple honoured, usable inside PML's cross-batch memory."""
 import pytest
 import torch
 
@@ -6,7 +7,7 @@ import apl
 from helpers import random_labels, unit_rows
 
 pml = pytest.importorskip("pytorch_metric_learning")
-from apl.pml import APLoss as PMLAPLoss, CrossBatchMemory  # noqa: E402
+from apl.pml import APLoss as PMLAPLoss, CrossBatchMemory, RecallAtKLoss, SmoothAPLoss  # noqa: E402
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu  # noqa: E402
 
 
@@ -60,3 +61,36 @@ def test_refusals():
         PMLAPLoss(distance=LpDistance())
     with pytest.raises(ValueError, match="num_bins must be"):
         PMLAPLoss(num_bins=1)
+
+
+RANK = [(SmoothAPLoss, apl.smooth_ap_loss, dict(temperature=0.05)),
+        (RecallAtKLoss, apl.recall_at_k_loss, dict(k=(1, 4), temperature=0.05))]
+MODULES = {SmoothAPLoss: apl.SmoothAPLoss, RecallAtKLoss: apl.RecallAtKLoss}
+
+
+@pytest.mark.parametrize("cls,fn,kw", RANK)
+def test_rank_surrogates_equal_their_functions(cls, fn, kw):
+    x, y = _raw(30, 5, 93), random_labels(30, 4, seed=93)
+    r, ry = _raw(25, 5, 94), random_labels(25, 4, seed=94)
+    f = cls(class_balanced=True, **kw)
+    assert abs(f(x, y).item() - fn(x, y, normalize=True, class_balanced=True, **kw).item()) < 1e-9
+    assert abs(f(x, y, ref_emb=r, ref_labels=ry).item() - fn(x, y, r, ry, normalize=True, class_balanced=True, **kw).item()) < 1e-9
+    pairs = lmu.get_all_pairs_indices(y)  # every pair but (i, i): the same as self retrieval
+    assert abs(f(x, y, pairs).item() - fn(x, y, normalize=True, class_balanced=True, **kw).item()) < 1e-9
+
+
+@pytest.mark.parametrize("cls,fn,kw", RANK)
+def test_rank_surrogates_inside_pml_cross_batch_memory(cls, fn, kw):
+    """Before the memory is full, PML's memory with apl.pml equals apl.memory (each query against the
+    batch and the earlier items, its own copy left out)."""
+    from apl.memory import with_memory
+
+    pml_memory = CrossBatchMemory(cls(**kw), 6, memory_size=100)
+    ours = with_memory(MODULES[cls](**kw), size=100, dim=6)
+    for i in range(4):
+        e = unit_rows(16, 6, torch.float64, seed=95 + i).float().requires_grad_()
+        y = random_labels(16, 3, seed=95 + i)
+        a = pml_memory(e, y)
+        torch.testing.assert_close(a, ours(e.detach(), y), rtol=0, atol=1e-5)
+        a.backward()
+        assert torch.isfinite(e.grad).all() and e.grad.abs().sum() > 0

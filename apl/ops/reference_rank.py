@@ -35,8 +35,10 @@ def _masks(ql: torch.Tensor, xl: torch.Tensor, own: Optional[torch.Tensor], quer
     return items, pos
 
 
-def _block_values(S: torch.Tensor, items: torch.Tensor, pos: torch.Tensor, kind: int, temperature: float,
+def masked_values(S: torch.Tensor, items: torch.Tensor, pos: torch.Tensor, kind: int, temperature: float,
                   ks: Sequence[float], k_temperatures: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, npos) of each row of a (R, N) block of scores, ranking only the `items` (bool (R, N))
+    of each row, of which `pos` are the positives."""
     npos = pos.sum(1)
     # Padded to the block's most positives; inside torch.compile to N (a shape that does not depend
     # on the data: more memory, the same values).
@@ -102,7 +104,7 @@ def per_query(
     def block(q, ql, r0):
         own = None if offset < 0 else torch.arange(r0, r0 + q.shape[0], device=q.device) + offset
         items, pos = _masks(ql, xl, own, query_mode)
-        return _block_values(q @ X.t(), items, pos, kind, temperature, ks, k_temperatures)
+        return masked_values(q @ X.t(), items, pos, kind, temperature, ks, k_temperatures)
 
     values, nposes = [], []
     for r0 in range(0, B, rows):
