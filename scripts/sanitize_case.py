@@ -6,7 +6,9 @@
 Covers: forward with labels (self with its exclusion, streaming offsets, reference set, an empty
 database), forward with a mask, the row backward (labels, mask, long rows split over several
 blocks), the symmetric tile kernel (B not a multiple of 32, one partial tile, B = 1), float32 and
-float64, M = 2, 20 and the largest M (shared memory at its limit), the non-finite flag. Results are
+float64, M = 2, 20 and the largest M (shared memory at its limit), the non-finite flag; and the
+rank-surrogate kernel (Smooth-AP and Recall@k: self with streaming, a reference set, the query
+counted as in the authors' code, rows with more positives than shared memory holds). Results are
 compared with the compiled CPU kernel (when built) so that a silent wrong answer also fails.
 Prints "SANITIZE CASE OK" and exits 0 on success.
 """
@@ -89,6 +91,7 @@ def main() -> int:
                     for i, what in enumerate(("ap", "coef", "G")):
                         close(res["cuda"][i], res["cpu"][i], f"mask {dtype} M={M} variant={variant} {what}", tol)
                 n_checked += 1
+    n_checked += rank_cases("cuda", "cpu" if cpu_ok else None)
     # the non-finite flag (and the error raised from it)
     x = unit(40, 4, torch.float32, 3).cuda()
     x[5, 0] = float("nan")
@@ -102,6 +105,36 @@ def main() -> int:
     torch.cuda.synchronize()
     print(f"SANITIZE CASE OK ({n_checked} cases{', checked against the CPU kernel' if cpu_ok else ''})")
     return 0
+
+
+def rank_cases(dev: str, against: str | None, many_positives: bool = True) -> int:
+    """The rank surrogates on backend `dev`, values and gradients compared with backend `against`
+    (the many-positives case, the spill path, only with `many_positives`)."""
+    n = 0
+    for dtype, tol in ((torch.float32, 1e-4), (torch.float64, 1e-9)):
+        for name in ("smooth_ap", "recall_at_k"):
+            per_query = getattr(apl.functional, f"per_query_{name}")
+            # (B, classes, chunk, include_query, database size): small classes, streaming, the
+            # authors' convention, a reference set, and 540 positives in a batch of 600 (beyond the
+            # 480 that the kernel keeps in shared memory: its spill path)
+            cases = [(70, 9, None, False, 0), (70, 9, 33, True, 0), (40, 4, None, False, 300)]
+            for B, C, chunk, inc, N in cases + ([(600, 0, None, False, 0)] if many_positives else []):
+                x, y = unit(B, 8, dtype, B + N), labels(B, C, B) if C else (torch.arange(B) % 10 != 0).long()
+                X, XL = (unit(N, 8, dtype, N), labels(N, C, N)) if N else (None, None)
+                out = {}
+                for backend in (dev,) + ((against,) if against else ()):
+                    xd = x.to(backend if backend != "torch" else "cpu").requires_grad_()
+                    ref = (X.to(xd.device), XL.to(xd.device)) if N else (None, None)
+                    v, has_pos = per_query(xd, y.to(xd.device), *ref, include_query=inc, backend=backend,
+                                           chunk_size=chunk)
+                    weights = torch.linspace(0.5, 1.5, B, device=xd.device, dtype=v.dtype)
+                    (g,) = torch.autograd.grad((v * weights).sum(), [xd])
+                    out[backend] = (v, has_pos.float(), g)
+                if against:
+                    for i, what in enumerate(("value", "has_pos", "grad")):
+                        close(out[dev][i], out[against][i], f"{name} {dtype} B={B} chunk={chunk} N={N} {what}", tol)
+                n += 1
+    return n
 
 
 if __name__ == "__main__":

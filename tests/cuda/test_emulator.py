@@ -1,66 +1,27 @@
 """The CUDA kernels' own source (csrc/cuda/ap_kernels.cu), run on the CPU through a
 thread-per-CUDA-thread emulator (tests/cuda/cuda_emu/): the algorithm, indexing, barriers and
 fixed-point sums, checked against the compiled CPU kernel without a GPU, also under the address,
-undefined-behaviour and thread sanitizers; and the emulator itself, on deliberately broken kernels
-(launch limits, shared memory, block order, deadlocks). It cannot say anything about the GPU's own
+undefined-behaviour and thread sanitizers (the emulator's own rules are checked in
+test_emulator_rules.py). It cannot say anything about the GPU's own
 execution: that is tests/cuda/test_runtime.py, on a GPU.
 """
 from __future__ import annotations
-
-import importlib.util
-import os
-import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
 import apl
+from cuda_emulation import build_library, run_under_sanitizer
 from helpers import random_labels, score_matrix, unit_rows
-
-ROOT = Path(__file__).resolve().parents[2]
-CSRC = ROOT / "csrc"
-EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
-
-
-def _load_transform():
-    """tests/cuda/cuda_emu/transform.py by path (it is a tool of these tests, not a package)."""
-    spec = importlib.util.spec_from_file_location("apl_cuda_emu_transform", EMU_DIR / "transform.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.transform
-
-
-transform = _load_transform()
-
-
-def _run(cmd: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 HAS_CPU_KERNEL = apl.available_backends()["cpu"].available
 
 
 @pytest.fixture(scope="module")
 def emu(tmp_path_factory):
-    import ctypes
-
-    if shutil.which("g++") is None:
-        pytest.skip("no g++ for the CPU emulation of the CUDA kernels")
     if not HAS_CPU_KERNEL:
         pytest.skip("compiled CPU kernels not built (the emulated kernels are compared with them)")
-    d = tmp_path_factory.mktemp("cuda_emu")
-    src = d / "ap_kernels_emu.cpp"
-    src.write_text(transform((CSRC / "cuda" / "ap_kernels.cu").read_text()))
-    lib = d / "apl_emu.so"
-    cmd = ["g++", "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-I", str(EMU_DIR), "-I", str(CSRC / "cuda"),
-           "-I", str(CSRC), f"-DAPL_EMU_KERNELS=\"{src}\"", str(EMU_DIR / "emu_capi.cpp"), "-o", str(lib)]
-    res = _run(cmd)
-    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
-        pytest.skip("the C++ library has no <barrier> (C++20)")
-    assert res.returncode == 0, f"building the emulated kernels failed:\n{res.stderr[-4000:]}"
-    return _Emu(ctypes.CDLL(str(lib)))
+    return _Emu(build_library("ap_kernels.cu", "emu_capi.cpp", tmp_path_factory.mktemp("cuda_emu")))
 
 
 class _Emu:
@@ -266,23 +227,7 @@ def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
     limit), under AddressSanitizer + UBSan (out-of-bounds shared/global accesses, UB) or
     ThreadSanitizer (a race between the threads of a block, i.e. a missing __syncthreads): the
     CPU stand-ins of compute-sanitizer's memcheck and racecheck (tests/cuda/cuda_emu/emu_stress.cpp)."""
-    if shutil.which("g++") is None:
-        pytest.skip("no g++")
-    src = tmp_path / "ap_kernels_emu.cpp"
-    src.write_text(transform((CSRC / "cuda" / "ap_kernels.cu").read_text()))
-    exe = tmp_path / "emu_stress"
-    cmd = ["g++", "-std=c++20", "-O1", "-g", "-pthread", f"-fsanitize={sanitizer}", "-fno-sanitize-recover=all",
-           "-fno-omit-frame-pointer", "-I", str(EMU_DIR), "-I", str(CSRC / "cuda"), "-I", str(CSRC),
-           f"-DAPL_EMU_KERNELS=\"{src}\"", str(EMU_DIR / "emu_stress.cpp"), "-o", str(exe)]
-    res = _run(cmd)
-    if res.returncode != 0 and re.search(r"cannot find -l\w*san|lib\w*san", res.stderr):
-        pytest.skip(f"no {sanitizer} sanitizer runtime: {res.stderr.strip().splitlines()[-1]}")
-    assert res.returncode == 0, f"building the emulated kernels failed:\n{res.stderr[-4000:]}"
-    run = _run([str(exe)] + (["small"] if sanitizer == "thread" else []))
-    out = run.stdout + run.stderr
-    if "FATAL: ThreadSanitizer" in out and "memory mapping" in out:
-        pytest.skip("ThreadSanitizer cannot run on this kernel's memory layout")
-    assert run.returncode == 0 and "emu_stress: ok" in out, f"sanitizer {sanitizer} reported:\n{out[-6000:]}"
+    run_under_sanitizer("ap_kernels.cu", "emu_stress.cpp", sanitizer, tmp_path)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
@@ -357,97 +302,3 @@ def test_emulated_forward_deterministic(emu):
             assert torch.equal(a, b)
     want = torch.ops.apl.ap_scores(s, rel, 20, -1.0, 1.0, 0)
     _emu_close(runs[0][3], want[2], torch.float64)
-
-
-# --- the emulator itself: deliberately broken kernels (tests/cuda/cuda_emu/emu_broken.cu) ------------
-
-
-@pytest.fixture(scope="module")
-def broken_kernels(tmp_path_factory):
-    """The broken kernels, rewritten by transform.py and compiled against the emulator; returns a
-    runner of one case (a subprocess, so that a hang cannot take the test session with it)."""
-    if shutil.which("g++") is None:
-        pytest.skip("no g++")
-    d = tmp_path_factory.mktemp("emu_broken")
-    src = d / "emu_broken.cpp"
-    src.write_text(transform((EMU_DIR / "emu_broken.cu").read_text(), need_extern=False))
-    exe = d / "emu_broken"
-    res = _run(["g++", "-std=c++20", "-O1", "-pthread", "-I", str(EMU_DIR), "-include",
-                str(EMU_DIR / "cuda_runtime_api.h"), str(src), "-o", str(exe)])
-    if res.returncode != 0 and "barrier" in res.stderr and "No such file" in res.stderr:
-        pytest.skip("the C++ library lacks C++20 headers")
-    assert res.returncode == 0, f"building the broken kernels failed:\n{res.stderr[-4000:]}"
-
-    def run(case: str, **env) -> dict[str, dict[str, str]] | list[int]:
-        r = subprocess.run([str(exe), case], capture_output=True, text=True, timeout=60,
-                           env=dict(os.environ, **env))
-        assert r.returncode == 0, r.stdout + r.stderr
-        if r.stdout.startswith("values:"):
-            return [int(v) for v in r.stdout.split()[1:]]
-        out = {}
-        for line in r.stdout.splitlines():
-            name, rest = line.split(" ", 1)
-            fields, msg = rest.split(" msg=", 1)
-            out[name] = dict(kv.split("=") for kv in fields.split())
-            out[name]["msg"] = msg
-        return out
-
-    return run
-
-
-CUDA_INVALID_VALUE, CUDA_INVALID_CONFIGURATION, CUDA_LAUNCH_TIMEOUT = "1", "9", "702"
-
-
-def _assert_launch_error(r: dict, code: str, msg: str):
-    # cudaPeekAtLastError keeps the error, cudaGetLastError returns and clears it; nothing ran
-    assert (r["peek"], r["peek2"], r["get"], r["after"]) == (code, code, code, "0"), r
-    assert msg in r["msg"]
-
-
-def test_emulator_accepts_launches_at_the_limits(broken_kernels):
-    r = broken_kernels("limits_ok")
-    assert r["smem48k_1024threads"]["peek"] == "0" and r["block_z64"]["peek"] == "0"
-    assert r["block_z64"]["runs"] == str(3 * 2 * (2 * 64))  # threads with x == 0, in all 6 blocks
-
-
-def test_emulator_rejects_too_many_threads(broken_kernels):
-    r = broken_kernels("threads")
-    _assert_launch_error(r["threads1025"], CUDA_INVALID_CONFIGURATION, "at most 1024 threads")
-    _assert_launch_error(r["block_z65"], CUDA_INVALID_CONFIGURATION, "at most 1024 threads")
-    assert r["block_z65"]["runs"] == "0"
-
-
-def test_emulator_rejects_grid_beyond_limits(broken_kernels):
-    r = broken_kernels("grid")
-    _assert_launch_error(r["grid_y70000"], CUDA_INVALID_CONFIGURATION, "y, z <= 65535")
-    _assert_launch_error(r["grid_z65536"], CUDA_INVALID_CONFIGURATION, "y, z <= 65535")
-    assert r["grid_z65536"]["runs"] == "0"
-
-
-def test_emulator_rejects_too_much_shared_memory(broken_kernels):
-    _assert_launch_error(broken_kernels("dynamic_smem")["dynamic"], CUDA_INVALID_VALUE, "shared memory")
-    r = broken_kernels("static_smem")
-    assert r["static40k_dynamic8k"]["peek"] == "0"  # 40 KiB static + 8 KiB dynamic: at the limit
-    _assert_launch_error(r["static40k_dynamic9k"], CUDA_INVALID_VALUE, "static + dynamic")
-    assert r["static40k_dynamic9k"]["runs"] == "1"  # the rejected launch did not run
-
-
-POISON32 = 0xCDCDCDCD
-
-
-def test_emulator_poisons_static_shared_memory(broken_kernels):
-    assert broken_kernels("uninitialised") == [POISON32] * (3 * 64)  # never written: poison, not 0
-    assert broken_kernels("carry_over") == [POISON32] * 8  # no value survives from another block
-
-
-def test_emulator_shuffles_block_order(broken_kernels):
-    order = broken_kernels("order")
-    assert sorted(order) == list(range(64)) and order != list(range(64))
-    assert broken_kernels("order", APL_EMU_SEED="7") != order  # the seed changes the order
-
-
-def test_emulator_watchdog_turns_a_deadlock_into_an_error(broken_kernels):
-    r = broken_kernels("deadlock", APL_EMU_WATCHDOG_S="1")
-    _assert_launch_error(r["deadlock"], CUDA_LAUNCH_TIMEOUT, "barrier deadlock")
-    assert "a __syncthreads not reached by every thread" in r["deadlock"]["msg"]
-    assert r["after_deadlock"]["peek"] == "0" and r["after_deadlock"]["runs"] == "1"

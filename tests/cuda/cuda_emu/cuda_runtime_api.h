@@ -1,5 +1,5 @@
 // CPU emulation of the few CUDA runtime names csrc/cuda/ap_kernels.{cuh,cu} use, so that the
-// kernels' own source can be compiled by g++ and run on the CPU (tests/test_cuda.py). Every CUDA
+// kernels' own source can be compiled by g++ and run on the CPU (tests/cuda/test_emulator.py). Every CUDA
 // thread of a block is a std::thread and __syncthreads a barrier. Stricter than a plain emulation
 // where a GPU is strict:
 //  - launch limits: grid.x <= 2^31 - 1, grid.y and grid.z <= 65535, block.x and block.y <= 1024,

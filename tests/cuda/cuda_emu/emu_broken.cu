@@ -1,4 +1,4 @@
-// Deliberately broken kernels for the emulator's own tests (tests/test_cuda.py): each case of
+// Deliberately broken kernels for the emulator's own tests (tests/cuda/test_emulator_rules.py): each case of
 // main() makes one mistake a GPU punishes and prints what the emulator reported. Rewritten by
 // transform.py like the real kernels, then compiled by g++ against cuda_runtime_api.h.
 #include <cstdio>

@@ -1,4 +1,4 @@
-// C entry points over the emulated CUDA launchers, for ctypes (tests/test_cuda.py). The kernel
+// C entry points over the emulated CUDA launchers, for ctypes (tests/cuda/test_emulator.py). The kernel
 // source (csrc/cuda/ap_kernels.cu with its launches and extern shared arrays rewritten for the
 // emulator by transform.py) is included from the path given as APL_EMU_KERNELS.
 #include "cuda_runtime_api.h"

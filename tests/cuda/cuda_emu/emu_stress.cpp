@@ -1,7 +1,7 @@
 // Every emulated kernel on assorted shapes, with buffers of exactly the size the kernels may
 // touch, for AddressSanitizer/UBSan (out-of-bounds and undefined behaviour) and ThreadSanitizer
 // (data races between the emulated threads of a block: a missing __syncthreads). The results are
-// checked by tests/test_cuda.py against the CPU kernel; here only the accesses matter.
+// checked by tests/cuda/test_emulator.py against the CPU kernel; here only the accesses matter.
 // Exit status 0 when every launch returned cudaSuccess (and the sanitizers found nothing).
 #include "cuda_runtime_api.h"
 
