@@ -20,86 +20,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
+from .harness import machine, run_worker, time_and_peak
 from .steps import make_step
+
+HERE = Path(__file__).resolve().parent
 METHODS = ("gemm", "cpu", "cpu_stream", "torch", "naive")
 
 
-# ----------------------------------------------------------------------------- worker side
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def worker(method: str, B: int, D: int, repeats: int, chunk: int) -> dict:
-    import gc
-
     import torch
 
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(B, D), dim=1).requires_grad_()
     y = torch.randint(0, max(1, B // 8), (B,))
-    step = make_step(method, x, y, chunk)
-    t0 = time.perf_counter()
-    step()  # warm-up: thread pools, MKL buffers
-    warm = time.perf_counter() - t0
-    gc.collect()
-    exact = _reset_peak()
-    base = _status_kb("VmRSS")
-    times = []
-    for _ in range(1 if warm > 5 else repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    peak = _status_kb("VmHWM") - base
-    return {"method": method, "B": B, "D": D, "time_s": statistics.median(times), "repeats": len(times),
-            "peak_mb": peak / 1024 if exact else None, "threads": torch.get_num_threads()}
+    return {"method": method, "B": B, "D": D, **time_and_peak(make_step(method, x, y, chunk), repeats)}
 
 
-# ----------------------------------------------------------------------------- driver side
 def measure(method: str, B: int, D: int, repeats: int, chunk: int, timeout: float) -> dict:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method, str(B), str(D), "--repeats", str(repeats), "--chunk", str(chunk)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"method": method, "B": B, "D": D, "error": f"timeout after {timeout:.0f}s"}
-    if out.returncode != 0:
-        return {"method": method, "B": B, "D": D, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+    return run_worker("benchmarks.bench_loss", ["--worker", method, str(B), str(D), "--repeats", str(repeats),
+                                                "--chunk", str(chunk)], timeout, method=method, B=B, D=D)
 
 
 def table(rows: list[dict]) -> str:

@@ -1,4 +1,4 @@
-"""Peak memory and step time against batch size: plain backprop vs apl.train.multistage_step.
+"""Peak memory and step time against batch size: plain backprop vs apl.multistage_step.
 
 CPU part (always): a small CNN on 64x64 images. Every (method, B) point runs in a fresh
 subprocess, so that the peak resident memory of one step is not hidden by memory the allocator

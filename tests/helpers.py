@@ -95,3 +95,13 @@ def score_matrix(dtype=torch.float64, seed: int = 0, B: int = 9, N: int = 57, M:
     rel = torch.rand(B, N, generator=g) < 0.3
     rel[3] = False
     return s.to(device=device, dtype=dtype), rel.to(device)
+
+
+def peer(repo: str, path: str):
+    """Another project's loss code (benchmarks/peers.py), or skip the test when it is not available."""
+    from benchmarks import peers
+
+    try:
+        return peers.load(repo, path)
+    except LookupError as err:
+        pytest.skip(str(err))

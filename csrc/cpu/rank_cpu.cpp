@@ -7,13 +7,26 @@
 // per row, sigma((s_j - s_i) / tau) = E_j / (E_j + E_i) and its slope E_i E_j / (E_i + E_j)^2 / tau:
 // one exp per item and a division per pair (about 4x faster than an exp per pair). It needs the
 // row's scores within 700 tau of each other (exp in double); otherwise (raw dot products, tiny
-// temperatures) the row takes the exp-per-pair path. Sums and coefficients are in double.
+// temperatures) the row takes the exp-per-pair path. E is 0 for a column left out of the ranking
+// (it may lie far above the items), and the slope is formed as (E_j / d)(E_i / d) (the product
+// E_j E_i underflows for scores far below the top). Sums and coefficients are in double.
+//
+// Saturation window: sigma(x) is 1 or 0, and its slope 0, to within e^-40 (4e-18) once |x| > 40
+// temperatures. A row with many positives is therefore grouped by score once, into buckets 10 tau
+// wide (a counting sort, O(N)); for each positive, the items of the buckets more than four above
+// its own are counted (prefix counts), those more than four below skipped, and only the nine
+// buckets around it are summed term by term: O(N + P x W) for W items in those buckets instead of
+// O(P x N), and the result equals the all-pairs sums to within N e^-40 on each T_i (far below
+// double's rounding of the sums). Rows with few positives, or whose scores all lie within one
+// window, take the all-pairs loops (the grouping would cost more than it saves).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "../rank_device_ops.h"
@@ -27,16 +40,86 @@ namespace {
 // Largest spread of a row's scores, in temperatures, for the shared-exp path (exp(-700) is far
 // from double's underflow at -745).
 constexpr double kMaxSpread = 700.0;
+// Half-width of the saturation window, in temperatures, and the fewest positives for which a row
+// is sorted to use it (below that the sort costs more than the pairs it saves).
+constexpr double kWindow = 40.0;
+// Buckets per window half-width: a positive's window is its bucket and kBuckets on either side,
+// (2 kBuckets + 1) / kBuckets half-widths in all (finer buckets: closer to the exact window).
+constexpr int64_t kBuckets = 4;
+constexpr int64_t kWindowMinPositives = 16;
+
+// Whether rows use the saturation window: "auto" (the rule above), or forced either way by
+// APL_RANK_WINDOW=always|never (tests compare the two paths; read once per call).
+enum class WindowUse { kAuto, kAlways, kNever };
+WindowUse window_use() {
+  const char* v = std::getenv("APL_RANK_WINDOW");
+  if (v == nullptr) return WindowUse::kAuto;
+  const std::string mode(v);
+  if (mode == "always") return WindowUse::kAlways;
+  if (mode == "never") return WindowUse::kNever;
+  TORCH_CHECK(mode == "auto" || mode.empty(), "APL_RANK_WINDOW must be auto, always or never, got '", mode, "'");
+  return WindowUse::kAuto;
+}
 
 // One query row in double: items (w = 1, or 0 for the query's own column when it is left out),
-// positives (p = 1), the shared exponentials E and the gradient accumulator.
+// positives (p = 1), the shared exponentials E and the gradient accumulator. With the window, the
+// items are permuted into ascending score order (`order`: original column of each) and the
+// per-positive ranges [lo, hi) and counts above them are set.
 struct Row {
-  std::vector<double> s, w, p, E, grad;
-  std::vector<int64_t> pos;
-  std::vector<double> T, TP, a, b, G, GP, sums;
+  std::vector<double> s, w, p, E, grad, out;
+  std::vector<int64_t> pos, order, lo, hi, pos_prefix, bucket, start, next;
+  std::vector<double> T, TP, a, b, G, GP, sums, above, above_pos, tmp;
   void resize(int64_t n, int64_t nk) {
-    s.resize(n), w.resize(n), p.resize(n), E.resize(n), grad.resize(n);
+    s.resize(n), w.resize(n), p.resize(n), E.resize(n), grad.resize(n), out.resize(n), tmp.resize(n);
+    order.resize(n), pos_prefix.resize(n + 1);
     sums.resize(std::max<int64_t>(nk, 1));
+  }
+  // Groups the items (w != 0) by score into buckets of `width` (at least 1/kBuckets of the window's
+  // half-width), lowest first, in a stable counting sort: s, E, p are permuted into that order (w
+  // becomes all ones) and `order` holds each one's column. For every positive (pos: its new
+  // position) the window is its bucket and kBuckets on either side, a contiguous range [lo, hi):
+  // items in buckets further up are more than kBuckets x width above it (sigmoid 1: counted in
+  // above, above_pos), items further down as far below (sigmoid 0: skipped). Returns the number
+  // of items m.
+  int64_t bucket_items(int64_t n, double low, double width, int64_t nb) {
+    bucket.resize(n), start.assign(nb + 2, 0);
+    for (int64_t j = 0; j < n; ++j) {
+      if (w[j] == 0.0) continue;
+      bucket[j] = std::min<int64_t>(nb - 1, static_cast<int64_t>((s[j] - low) / width));
+      ++start[bucket[j] + 1];
+    }
+    for (int64_t b = 0; b < nb; ++b) start[b + 1] += start[b];
+    const int64_t m = start[nb];
+    next.assign(start.begin(), start.begin() + nb);
+    for (int64_t j = 0; j < n; ++j) {
+      if (w[j] != 0.0) order[next[bucket[j]]++] = j;
+    }
+    for (double* v : {s.data(), E.data(), p.data()}) {
+      for (int64_t k = 0; k < m; ++k) tmp[k] = v[order[k]];
+      std::copy(tmp.begin(), tmp.begin() + m, v);
+    }
+    std::fill(w.begin(), w.begin() + m, 1.0);
+    pos.clear();
+    pos_prefix[0] = 0;
+    for (int64_t k = 0; k < m; ++k) {
+      if (p[k] != 0.0) pos.push_back(k);
+      pos_prefix[k + 1] = pos_prefix[k] + (p[k] != 0.0);
+    }
+    const int64_t P = static_cast<int64_t>(pos.size());
+    lo.resize(P), hi.resize(P), above.resize(P), above_pos.resize(P);
+    for (int64_t k = 0; k < P; ++k) {
+      const int64_t b = bucket[order[pos[k]]];
+      lo[k] = start[std::max<int64_t>(b - kBuckets, 0)];
+      hi[k] = start[std::min<int64_t>(b + kBuckets + 1, nb)];
+      above[k] = static_cast<double>(m - hi[k]);
+      above_pos[k] = static_cast<double>(pos_prefix[m] - pos_prefix[hi[k]]);
+    }
+    return m;
+  }
+  // The whole row for every positive (no window).
+  void full_windows(int64_t n) {
+    const int64_t P = static_cast<int64_t>(pos.size());
+    lo.assign(P, 0), hi.assign(P, n), above.assign(P, 0.0), above_pos.assign(P, 0.0);
   }
 };
 
@@ -48,9 +131,9 @@ struct Pair {
     return shared ? r.E[j] / (r.E[j] + r.E[i]) : 1.0 / (1.0 + std::exp((r.s[i] - r.s[j]) / tau));
   }
   double slope(const Row& r, int64_t j, int64_t i) const {
-    if (shared) {
+    if (shared) {  // (E_j / d)(E_i / d): E_j E_i alone underflows for scores far below the row's top
       const double d = r.E[j] + r.E[i];
-      return r.E[j] * r.E[i] / (d * d) / tau;
+      return (r.E[j] / d) * (r.E[i] / d) / tau;
     }
     const double q = 1.0 / (1.0 + std::exp((r.s[i] - r.s[j]) / tau));
     return q * (1.0 - q) / tau;
@@ -59,11 +142,11 @@ struct Pair {
 
 // Sums over the items for every positive (pass 1), the value and coefficients, then the gradient
 // (pass 2). Returns the value; r.grad holds d value / d s_j.
-double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm) {
+double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUse use) {
   const int64_t P = static_cast<int64_t>(r.pos.size());
   r.T.assign(P, 0.0), r.TP.assign(P, 0.0), r.a.assign(P, 0.0), r.b.assign(P, 0.0);
   r.G.assign(P, 0.0), r.GP.assign(P, 0.0);
-  std::fill(r.grad.begin(), r.grad.begin() + n, 0.0);
+  std::fill(r.out.begin(), r.out.begin() + n, 0.0);
   if (P == 0) return 0.0;
   double hi = -std::numeric_limits<double>::infinity(), lo = std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < n; ++j) {
@@ -71,31 +154,42 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm) {
   }
   const double tau = prm.temperature;
   const Pair pair{(hi - lo) / tau <= kMaxSpread, tau};
-  if (pair.shared) {
-    for (int64_t j = 0; j < n; ++j) r.E[j] = std::exp((r.s[j] - hi) / tau);
+  if (pair.shared) {  // the query's own column, when left out, may lie far above the items: E = 0 there
+    for (int64_t j = 0; j < n; ++j) r.E[j] = r.w[j] != 0.0 ? std::exp((r.s[j] - hi) / tau) : 0.0;
   }
+  const bool window = use == WindowUse::kAlways ||
+                      (use == WindowUse::kAuto && P >= kWindowMinPositives && (hi - lo) / tau > kWindow);
+  int64_t m = n;  // columns of the arrays below: all of them, or the sorted items
+  if (window) {  // buckets a kBuckets-th of the window's half-width wide, at most 4 per item
+    const double width = std::max(kWindow * tau / kBuckets, (hi - lo) / (4.0 * static_cast<double>(n)));
+    const int64_t nb = std::max<int64_t>(1, static_cast<int64_t>((hi - lo) / width) + 1);
+    m = r.bucket_items(n, lo, width, nb);
+  } else {
+    r.full_windows(n);
+  }
+  std::fill(r.grad.begin(), r.grad.begin() + m, 0.0);
   const double* w = r.w.data();
   const double* p = r.p.data();
   for (int64_t k = 0; k < P; ++k) {  // pass 1: T_i, TP_i (the j = i term, 1/2, is taken out after)
-    const int64_t i = r.pos[k];
+    const int64_t i = r.pos[k], j0 = r.lo[k], j1 = r.hi[k];
     double t = 0.0, tp = 0.0;
     if (pair.shared) {
       const double* E = r.E.data();
       const double Ei = E[i];
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const double q = E[j] / (E[j] + Ei);
         t += w[j] * q;
         tp += p[j] * q;
       }
     } else {
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const double q = pair.sig(r, j, i);
         t += w[j] * q;
         tp += p[j] * q;
       }
     }
-    r.T[k] = t - 0.5;
-    r.TP[k] = tp - 0.5;
+    r.T[k] = r.above[k] + t - 0.5;
+    r.TP[k] = r.above_pos[k] + tp - 0.5;
   }
   double value;
   if (prm.kind == rank::kRecallAtK) {
@@ -106,21 +200,21 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm) {
   }
   double* grad = r.grad.data();
   for (int64_t k = 0; k < P; ++k) {  // pass 2: sum_i g_mi (a_i + p_m b_i), and G_i, GP_i
-    const int64_t i = r.pos[k];
+    const int64_t i = r.pos[k], j0 = r.lo[k], j1 = r.hi[k];
     const double ai = r.a[k], bi = r.b[k];
     double g_all = 0.0, g_pos = 0.0;
     if (pair.shared) {
       const double* E = r.E.data();
       const double Ei = E[i], inv_tau = 1.0 / tau;
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const double d = E[j] + Ei;
-        const double g = w[j] * (E[j] * Ei / (d * d) * inv_tau);
+        const double g = w[j] * ((E[j] / d) * (Ei / d) * inv_tau);
         grad[j] += g * (ai + p[j] * bi);
         g_all += g;
         g_pos += p[j] * g;
       }
     } else {
-      for (int64_t j = 0; j < n; ++j) {
+      for (int64_t j = j0; j < j1; ++j) {
         const double g = w[j] * pair.slope(r, j, i);
         grad[j] += g * (ai + p[j] * bi);
         g_all += g;
@@ -133,6 +227,11 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm) {
     r.GP[k] = g_pos - self;
   }
   for (int64_t k = 0; k < P; ++k) grad[r.pos[k]] -= r.a[k] * r.G[k] + r.b[k] * r.GP[k];
+  if (window) {  // back to the columns' order (a column left out of the ranking keeps 0)
+    for (int64_t k = 0; k < m; ++k) r.out[r.order[k]] = grad[k];
+  } else {
+    std::copy(r.grad.begin(), r.grad.begin() + n, r.out.begin());
+  }
   return value;
 }
 
@@ -150,6 +249,7 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
   const int64_t* ql = q_labels.data_ptr<int64_t>();
   const int64_t* xl = x_labels.data_ptr<int64_t>();
   int32_t* bad = nonfinite.data_ptr<int32_t>();
+  const WindowUse use = window_use();
   at::parallel_for(0, R, row_grain(N), [&](int64_t r0, int64_t r1) {
     Row row;
     row.resize(N, static_cast<int64_t>(prm.ks.size()));
@@ -174,10 +274,10 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
         __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
         for (int64_t j = 0; j < N; ++j) row.s[j] = std::isfinite(row.s[j]) ? row.s[j] : 0.0;
       }
-      val[r] = static_cast<T>(row_value_and_gradient(row, N, prm));
+      val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use));
       np[r] = static_cast<int64_t>(row.pos.size());
       T* dst = u + r * N;
-      for (int64_t j = 0; j < N; ++j) dst[j] = static_cast<T>(row.grad[j]);
+      for (int64_t j = 0; j < N; ++j) dst[j] = static_cast<T>(row.out[j]);
     }
   });
 }

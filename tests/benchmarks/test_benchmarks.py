@@ -34,6 +34,15 @@ def test_naive_formulation_equals_the_reference(score_range, device):
     torch.testing.assert_close(xa.grad, xb.grad, rtol=0, atol=1e-10)
 
 
+def test_quantized_ap_approaches_the_exact_ap_as_bins_grow():
+    """What benchmarks/ap_q_gap.py reports (docs/ap_q.md): AP_Q is below the exact AP, and the gap
+    shrinks as M grows (M = 100 within 0.02 on the report's setting)."""
+    from benchmarks.ap_q_gap import gap
+
+    gaps = [gap(5, 10, 16, 1.0, m)["mean_gap"] for m in (10, 20, 100)]
+    assert 0 < gaps[2] < gaps[1] < gaps[0] and gaps[2] < 0.02 and gaps[1] > 0.03
+
+
 @needs_cpu_kernel
 def test_bench_loss_quick_run(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks.bench_loss", "--quick", "--methods", "gemm,cpu,cpu_stream,naive",
@@ -45,6 +54,29 @@ def test_bench_loss_quick_run(tmp_path):
     assert all(row["time_s"] > 0 for row in rows), rows
     assert (tmp_path / "bench_loss_cpu_quick.png").stat().st_size > 1000
     assert "| 512 | 512 |" in r.stdout
+
+
+@needs_cpu_kernel
+def test_bench_rank_quick_run(tmp_path):
+    """The rank benchmark runs its methods (apl's; the peers only when APL_PEER_REPOS has them,
+    else their rows say why) and writes its table; the clustered layout has the scores it claims."""
+    from benchmarks.bench_rank import inputs
+
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_rank", "--quick", "--methods",
+                        "gemm,smoothap,recall_stream,authors_smoothap", "--repeats", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "bench_rank_cpu_quick.json").read_text())["rows"]
+    assert {(row["method"], row["B"]) for row in rows} == {(m, B) for m in ("gemm", "smoothap", "recall_stream",
+                                                                           "authors_smoothap") for B in (256, 512)}
+    assert all(row["time_s"] > 0 for row in rows if row["method"] != "authors_smoothap"), rows
+    assert all("time_s" in row or row["error"] for row in rows)
+    x, y = inputs(256, 64, 64, clustered=True)
+    S = x.detach() @ x.detach().t()
+    same = y[:, None] == y[None, :]
+    off = ~torch.eye(256, dtype=torch.bool)
+    assert 0.45 < S[same & off].mean() < 0.65 and abs(S[~same].mean()) < 0.05
+    assert S[~same].max() > S[same & off].min()  # the classes' tails overlap: the loss is not 0
 
 
 @pytest.mark.slow

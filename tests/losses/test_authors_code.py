@@ -1,13 +1,14 @@
 """apl's Smooth-AP and Recall@k against their authors' code, run here on the layouts that code
 accepts (classes in contiguous groups of equal size): values and gradients agree with
-`include_query=True`, the authors' convention (tests/peers.py says where their code comes from;
+`include_query=True`, the authors' convention (benchmarks/peers.py says where their code comes from;
 skipped when it is not available). The papers' definition (the query left out) is checked against
 the independent oracle in tests/ops/test_oracle.py."""
 import pytest
 import torch
 
 import apl
-import peers
+from benchmarks import peers
+from helpers import peer
 
 LAYOUTS = [(8, 4), (4, 8), (5, 5), (3, 10)]  # (classes, images per class)
 
@@ -21,7 +22,7 @@ def _batch(P, K, D=16, seed=0):
 @pytest.mark.parametrize("P,K", LAYOUTS)
 @pytest.mark.parametrize("temperature", [0.01, 0.1])
 def test_smooth_ap_equals_the_authors_code(P, K, temperature):
-    theirs = peers.load("Andrew-Brown1/Smooth_AP", "src/Smooth_AP_loss.py")
+    theirs = peer("Andrew-Brown1/Smooth_AP", "src/Smooth_AP_loss.py")
     x, y = _batch(P, K, seed=P)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     with peers.as_torch_1_on_cpu():
@@ -39,7 +40,7 @@ def test_smooth_ap_equals_the_authors_code(P, K, temperature):
 @pytest.mark.parametrize("P,K", LAYOUTS)
 @pytest.mark.parametrize("k", [(1, 2, 4), (1, 2, 4, 8, 16)])
 def test_recall_at_k_equals_the_authors_code(P, K, k):
-    theirs = peers.load("yash0307/RecallatK_surrogate", "src/losses.py")
+    theirs = peer("yash0307/RecallatK_surrogate", "src/losses.py")
     x, y = _batch(P, K, seed=10 + P)
     k = tuple(v for v in k if v <= P * K)
     temps = [1.0] * len(k)

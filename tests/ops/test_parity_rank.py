@@ -132,3 +132,16 @@ def test_deterministic_run_to_run(kernel, name):
         runs.append((loss.detach(), xr.grad))
     for loss, grad in runs[1:]:
         assert torch.equal(loss, runs[0][0]) and torch.equal(grad, runs[0][1])
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_shared_exponentials_neither_overflow_nor_underflow(kernel, name):
+    """Two cases of the one-exp-per-item path: scores hundreds of temperatures below the row's top
+    (their exponentials' product underflows) and a query's own column, left out, far above its items
+    (its exponential would overflow)."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.nn.functional.normalize(torch.randn(30, 2, generator=g, dtype=torch.float64), dim=1)
+    assert_same(kernel, name, x, random_labels(30, 3, seed=11), temperature=0.004, chunks=(None,))
+    q = torch.tensor([[3.0, 0.0], [0.1, 0.5], [0.2, -0.4], [0.0, 0.3]], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="not L2-normalised"):
+        assert_same(kernel, name, q, torch.tensor([0, 0, 1, 0]), temperature=0.01, chunks=(None,))

@@ -1,14 +1,14 @@
-"""The loss code of other projects, run beside apl's in the parity tests (never copied into apl).
+"""The loss code of other projects, run beside apl's in the parity tests and the benchmarks (never
+copied into apl).
 
 Set APL_PEER_REPOS to folders holding them, as a checkout per repository (`<folder>/<name>/...`)
 or as bare git snapshots (`<folder>/<owner>+<name>/repo`, what the tool that fetched them for this
-project writes); tests that need one that is missing are skipped. The repositories:
-Andrew-Brown1/Smooth_AP, yash0307/RecallatK_surrogate, kunhe/FastAP-metric-learning.
+project writes); a test or benchmark row that needs one that is missing is skipped. The
+repositories: Andrew-Brown1/Smooth_AP, yash0307/RecallatK_surrogate, kunhe/FastAP-metric-learning.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,7 +16,6 @@ import types
 from pathlib import Path
 from typing import Iterator, Optional
 
-import pytest
 import torch
 
 
@@ -36,10 +35,10 @@ def source(repo: str, path: str) -> Optional[str]:
 
 
 def load(repo: str, path: str) -> types.ModuleType:
-    """`path` of `repo` imported as a module; skips the test when it is not available."""
+    """`path` of `repo` imported as a module; LookupError when it is not available."""
     text = source(repo, path)
     if text is None:
-        pytest.skip(f"{repo}:{path} is not available (set APL_PEER_REPOS to a folder that holds {repo})")
+        raise LookupError(f"{repo}:{path} is not available (set APL_PEER_REPOS to a folder that holds {repo})")
     name = f"peer_{repo.replace('/', '_').replace('-', '_')}_{Path(path).stem}"
     module = types.ModuleType(name)
     module.__file__ = f"<{repo}:{path}>"
@@ -60,7 +59,3 @@ def as_torch_1_on_cpu() -> Iterator[None]:
         yield
     finally:
         torch.Tensor.cuda, torch.Tensor.byte = cuda, byte
-
-
-def importable(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None

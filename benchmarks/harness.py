@@ -1,0 +1,93 @@
+"""What the CPU benchmarks share: one measurement per fresh process (a forward + backward step,
+median time over repeats, peak memory above the inputs), under an address-space limit, and the
+machine's description."""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def time_and_peak(step: Callable[[], object], repeats: int) -> dict:
+    """Median seconds of `step` and the growth of the resident set's peak over what was there (Linux
+    VmHWM after resetting it), after one warm-up step (thread pools, allocator buffers)."""
+    import torch
+
+    t0 = time.perf_counter()
+    step()
+    warm = time.perf_counter() - t0
+    gc.collect()
+    exact = _reset_peak()
+    base = _status_kb("VmRSS")
+    times = []
+    for _ in range(1 if warm > 5 else repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = _status_kb("VmHWM") - base
+    return {"time_s": statistics.median(times), "repeats": len(times), "peak_mb": peak / 1024 if exact else None,
+            "threads": torch.get_num_threads()}
+
+
+def limit_memory(gb: float) -> None:
+    """Caps this process's address space: an allocation beyond it is a MemoryError, not a killed
+    machine."""
+    limit = int(gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def run_worker(module: str, args: list[str], timeout: float, **keys) -> dict:
+    """`python -m module *args` in a fresh process; its last stdout line (JSON), or {"error": why}
+    with `keys` in both. Large blocks are returned to the OS at once (glibc settings), so that the
+    peak memory of the step is what it allocates."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    try:
+        out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                             env=env)
+    except subprocess.TimeoutExpired:
+        return {**keys, "error": f"timeout after {timeout:.0f}s"}
+    if out.returncode != 0:
+        err = out.stderr.strip()
+        last = err.splitlines()[-1] if err else f"exit {out.returncode}"
+        if "MemoryError" in err or "not enough memory" in err or "DefaultCPUAllocator" in err:
+            last = "out of memory (" + last[-120:] + ")"
+        return {**keys, "error": last}
+    return {**keys, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
