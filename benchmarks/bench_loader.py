@@ -60,7 +60,7 @@ def loader_rate(folder: Path, workers: int, image_size: int, batch: int) -> floa
     from apl.data import ClassSpreadBatchSampler, train_transform
     from apl.train.data import SeededBatches, train_loader
 
-    ds = ImageList.from_folders(folder, transform=train_transform(image_size, image_size))
+    ds = ImageList.from_folders(folder, transform=train_transform(image_size))
     batches = SeededBatches(ClassSpreadBatchSampler(ds.targets, batch, seed=0), seed=0)
     loader = train_loader(ds, batches, workers, 2, torch.device("cpu"))
     for _ in loader:  # first pass starts the workers

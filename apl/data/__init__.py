@@ -1,11 +1,14 @@
-"""Data: image lists and folders, torch-only transforms, batch samplers, the Revisited Oxford /
-Paris ground truth, the bundled UCI digits, and `apl.data.glyphs` (a generated many-class set of
-characters drawn by matplotlib's fonts; imported on its own, as it loads matplotlib's FreeType)."""
+"""Data: image lists and class folders (`image_list`, `folders`), image modes (`modes`), torch-only
+transforms, batch samplers, the image check (`check`) and split summaries (`summary`), the
+Revisited Oxford / Paris ground truth, the bundled UCI digits, and `apl.data.glyphs` (a generated
+many-class set of characters drawn by matplotlib's fonts; imported on its own, as it loads
+matplotlib's FreeType)."""
+from .check import CheckReport, check_dataset, check_images, find_bad_images
 from .digits import DigitsDataset, load_digits, split_digits
-from .check import find_bad_images
-from .image_list import IMAGE_EXTENSIONS, CorruptImageError, ImageList, read_image, read_image_list
+from .image_list import IMAGE_EXTENSIONS, CorruptImageError, ImageList, decode_image, open_image, read_image, read_image_list
 from .revisited import REVISITED_DATASETS, RevisitedDataset, RevisitedImages, crop_query, download_revisited, load_revisited
 from .samplers import ClassBalancedBatchSampler, ClassSpreadBatchSampler
+from .summary import compare_splits, describe_split
 from .transforms import (
     CenterCrop,
     ColorJitter,
@@ -13,6 +16,7 @@ from .transforms import (
     Normalize,
     RandomCrop,
     RandomHorizontalFlip,
+    RandomResizedCrop,
     Resize,
     ResizeMax,
     eval_transform,
@@ -21,9 +25,10 @@ from .transforms import (
 )
 
 __all__ = [
-    "CenterCrop", "ClassBalancedBatchSampler", "ClassSpreadBatchSampler", "ColorJitter", "Compose",
+    "CenterCrop", "CheckReport", "ClassBalancedBatchSampler", "ClassSpreadBatchSampler", "ColorJitter", "Compose",
     "CorruptImageError", "DigitsDataset", "IMAGE_EXTENSIONS", "ImageList", "Normalize", "REVISITED_DATASETS",
-    "RandomCrop", "RandomHorizontalFlip", "Resize", "ResizeMax", "RevisitedDataset", "RevisitedImages", "crop_query",
-    "download_revisited", "find_bad_images", "eval_transform", "load_digits", "load_revisited", "read_image", "read_image_list",
-    "split_digits", "to_tensor", "train_transform",
+    "RandomCrop", "RandomHorizontalFlip", "RandomResizedCrop", "Resize", "ResizeMax", "RevisitedDataset",
+    "RevisitedImages", "check_dataset", "check_images", "compare_splits", "crop_query", "decode_image",
+    "describe_split", "download_revisited", "eval_transform", "find_bad_images", "load_digits", "load_revisited",
+    "open_image", "read_image", "read_image_list", "split_digits", "to_tensor", "train_transform",
 ]

@@ -15,10 +15,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .folders import IMAGE_EXTENSIONS, Skipped, scan_class_folders
+from .modes import conversion_note, convert_image
 from .transforms import to_tensor
 
 PathLike = Union[str, os.PathLike]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _LINE = re.compile(r"^(.*\S)[\s,]+(\S+)$")
 
 
@@ -26,17 +27,37 @@ class CorruptImageError(ValueError):
     """An image file exists but Pillow cannot decode it."""
 
 
-def read_image(path: PathLike, mode: str = "RGB", source: Optional[str] = None) -> Image.Image:
-    """Open and decode an image with Pillow, converted to `mode`; errors name the file (and `source`)."""
+def open_image(path: PathLike, source: Optional[str] = None) -> Image.Image:
+    """Open and decode an image with Pillow, in the mode of the file; errors name the file (and `source`)."""
     where = f" ({source})" if source else ""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}{where}")
     try:
         with Image.open(path) as img:
             img.load()  # decode now, so a truncated file fails here and not later
-            return img.convert(mode)
+            return img
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise CorruptImageError(f"corrupt or unreadable image: {path}{where}: {err}") from err
+
+
+def decode_image(path: PathLike, mode: str = "RGB", source: Optional[str] = None) -> tuple[Image.Image, Optional[str]]:
+    """(the image converted to `mode`, what the conversion changed beyond the usual or None): see
+    `read_image` and `apl.data.modes.conversion_note`."""
+    img = open_image(path, source)
+    try:
+        return convert_image(img, mode), conversion_note(img, mode)
+    except ValueError as err:  # a mode Pillow cannot convert
+        where = f" ({source})" if source else ""
+        raise CorruptImageError(f"corrupt or unreadable image: {path}{where}: {err}") from err
+
+
+def read_image(path: PathLike, mode: str = "RGB", source: Optional[str] = None) -> Image.Image:
+    """Open and decode an image with Pillow, converted to `mode`; errors name the file (and `source`).
+
+    16-bit, 32-bit integer and float images are scaled to [0, 1] (`apl.data.modes`) and then read
+    with 8 bits, instead of being clipped at 255 by Pillow.
+    """
+    return decode_image(path, mode, source)[0]
 
 
 def _parse_label(text: str) -> Union[int, str]:
@@ -85,7 +106,8 @@ class ImageList(torch.utils.data.Dataset):
 
     Images are read with Pillow in `mode` ("RGB" or "L") and turned into float (C, H, W) tensors in
     [0, 1] before `transform`. Files are only opened when an item is read; `check_files` checks
-    them all up front.
+    them all up front. `skipped` lists what `from_folders` left out (files that are not images,
+    hidden ones), each with its reason; it is empty for a list file.
     """
 
     def __init__(
@@ -96,6 +118,7 @@ class ImageList(torch.utils.data.Dataset):
         transform: Optional[Callable] = None,
         mode: str = "RGB",
         sources: Optional[Sequence[str]] = None,
+        skipped: Sequence[Skipped] = (),
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"got {len(paths)} paths but {len(labels)} labels")
@@ -112,6 +135,7 @@ class ImageList(torch.utils.data.Dataset):
         self.transform = transform
         self.mode = mode
         self.sources = list(sources) if sources is not None else None
+        self.skipped = list(skipped)
 
     @classmethod
     def from_list_file(
@@ -136,22 +160,19 @@ class ImageList(torch.utils.data.Dataset):
         mode: str = "RGB",
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
     ) -> "ImageList":
-        """From `root/<class name>/<image>`: one sub-folder per class, named by its label."""
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {root}")
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not class_dirs:
-            raise ValueError(f"no class sub-folders in {root} (expected root/<class>/<image>)")
-        exts = tuple(e.lower() for e in extensions)
-        paths, labels = [], []
-        for d in class_dirs:
-            files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in exts)
-            if not files:
-                raise ValueError(f"empty class: folder {d} has no image files ({', '.join(exts)})")
-            paths += [str(f.relative_to(root)) for f in files]
-            labels += [_parse_label(d.name)] * len(files)
-        return cls(root, paths, labels, transform, mode)
+        """From `root/<class name>/.../<image>`: one folder per class, named by its label; images
+        may sit in sub-folders of it (`apl.data.folders` says the order and what is skipped, and
+        the skipped files are in `skipped`). Raises when a class folder holds no image."""
+        scan = scan_class_folders(root, extensions)
+        if scan.empty_classes:
+            exts = ", ".join(e.lower() for e in extensions)
+            folders = [str(Path(root) / c) for c in scan.empty_classes]
+            what = (f"folder {folders[0]} has" if len(folders) == 1
+                    else f"{len(folders)} folders have")
+            listing = "" if len(folders) == 1 else ":\n  " + "\n  ".join(folders)
+            raise ValueError(f"empty class: {what} no image files ({exts}), not even in sub-folders{listing}")
+        labels = [_parse_label(c) for c in scan.labels]
+        return cls(root, scan.paths, labels, transform, mode, skipped=scan.skipped)
 
     def __len__(self) -> int:
         return len(self.paths)

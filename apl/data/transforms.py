@@ -5,6 +5,7 @@ from `generator` when one is given.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -12,16 +13,25 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .modes import HIGH_DEPTH_MODES, unit_array
+
 Size = Union[int, Sequence[int]]
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
-    """A Pillow image as a float (C, H, W) tensor in [0, 1] (C = 1 for "L", 3 for "RGB")."""
+    """A Pillow image as a float (C, H, W) tensor in [0, 1]: C = 3 for "RGB", 1 for "L" and for the
+    high-bit-depth greyscale modes ("I;16", "I", "F"), scaled as `apl.data.modes` says (16-bit by
+    65535, not clipped at 255)."""
+    if image.mode in HIGH_DEPTH_MODES:
+        return torch.from_numpy(unit_array(image))[None]
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.dtype != np.uint8:
-        raise ValueError(f"expected an 8-bit image (mode L or RGB), got mode {image.mode!r}")
+        raise ValueError(
+            f"to_tensor: expected an 8-bit image (mode L or RGB) or one of the modes {', '.join(HIGH_DEPTH_MODES)}, "
+            f"got mode {image.mode!r}"
+        )
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
@@ -106,6 +116,67 @@ class RandomCrop:
         top = int(torch.randint(0, h - th + 1, (), generator=self.generator))
         left = int(torch.randint(0, w - tw + 1, (), generator=self.generator))
         return x[:, top : top + th, left : left + tw]
+
+
+# The area fractions and aspect ratios (width / height) of the training crops.
+TRAIN_SCALE = (0.35, 1.0)
+TRAIN_RATIO = (3 / 4, 4 / 3)
+
+
+class RandomResizedCrop:
+    """A random region of the image, resized to `size` (bilinear, antialiased when shrinking).
+
+    The region covers a fraction of the image's area drawn uniformly from `scale` and has an aspect
+    ratio (width / height) drawn log-uniformly from `ratio` (so that 3/4 and 4/3 are as likely),
+    at a uniformly random place. A draw that does not fit in the image is retried, `attempts`
+    times at most; then the largest centred region whose aspect ratio is within `ratio` is taken.
+    The region is never padded, so no black border is ever added.
+    """
+
+    def __init__(
+        self, size: Size, scale: tuple[float, float] = TRAIN_SCALE, ratio: tuple[float, float] = TRAIN_RATIO,
+        attempts: int = 10, generator: Optional[torch.Generator] = None,
+    ) -> None:
+        self.size = _pair(size)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1 (area fractions), got {scale!r}")
+        if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"ratio must be (low, high) with 0 < low <= high (width / height), got {ratio!r}")
+        if attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {attempts}")
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.ratio = (float(ratio[0]), float(ratio[1]))
+        self.attempts = attempts
+        self.generator = generator
+
+    def region(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(top, left, height, width) of a random region of a `height` x `width` image."""
+        g = self.generator
+        area = height * width
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        for _ in range(self.attempts):
+            target = area * _uniform(*self.scale, g)
+            aspect = math.exp(_uniform(log_lo, log_hi, g))
+            w = round(math.sqrt(target * aspect))
+            h = round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (), generator=g))
+                left = int(torch.randint(0, width - w + 1, (), generator=g))
+                return top, left, h, w
+        # Fallback (a very elongated image): the whole image, narrowed to the nearest allowed ratio.
+        h, w = height, width
+        if width / height < self.ratio[0]:
+            h = max(1, min(height, round(width / self.ratio[0])))
+        elif width / height > self.ratio[1]:
+            w = max(1, min(width, round(height * self.ratio[1])))
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _check_image(x)
+        top, left, h, w = self.region(*x.shape[1:])
+        x = x[:, top : top + h, left : left + w]
+        shrink = self.size[0] < h or self.size[1] < w
+        return F.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False, antialias=shrink)[0]
 
 
 class CenterCrop:
@@ -195,10 +266,20 @@ class Normalize:
 
 
 def train_transform(
-    max_side: int, crop: int, flip: bool = True, jitter: float = 0.2, generator: Optional[torch.Generator] = None
+    size: int, flip: bool = True, jitter: float = 0.2,
+    generator: Optional[torch.Generator] = None, scale: tuple[float, float] = TRAIN_SCALE,
+    ratio: tuple[float, float] = TRAIN_RATIO,
 ) -> Compose:
-    """Resize to `max_side`, random `crop` x `crop` crop, optional flip and colour jitter."""
-    steps: list[Callable] = [ResizeMax(max_side), RandomCrop(crop, generator)]
+    """Random resized crop to `size` x `size`, then (with `flip`) a horizontal flip with probability
+    1/2 and colour jitter of strength `jitter` (brightness, contrast, saturation; 0 for none).
+
+    The crop covers 35% to 100% of the image's area (`scale`), with a width / height ratio from 3/4
+    to 4/3 (`ratio`, log-uniform), anywhere in the image, and is resized with antialiased bilinear
+    interpolation; it is taken from the whole image (never padded), so training sees no border
+    that evaluation (`eval_transform`) does not. Random numbers come from `generator`, or torch's
+    default generator, so a sample seeded with `torch.manual_seed` gets the same crop every time.
+    """
+    steps: list[Callable] = [RandomResizedCrop(size, scale, ratio, generator=generator)]
     if flip:
         steps.append(RandomHorizontalFlip(0.5, generator))
     if jitter:

@@ -15,7 +15,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, DigitsDataset, ImageList, split_digits
+from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, ImageList, split_digits
 from ..data import eval_transform, train_transform
 from ..data.loaders import loader_options
 from .config import TrainConfig
@@ -53,7 +53,7 @@ def _open_images(spec: str, root: Optional[str], transform, option: str) -> Imag
                             "a folder of class folders)")
 
 
-def _imbalanced(dataset: DigitsDataset, imbalance: float, seed: int) -> DigitsDataset:
+def _imbalanced(dataset, imbalance: float, seed: int):
     """The k-th class (in label order) keeps a (1 - imbalance)^k share of its images."""
     g = torch.Generator().manual_seed(seed)
     keep = []
@@ -62,7 +62,10 @@ def _imbalanced(dataset: DigitsDataset, imbalance: float, seed: int) -> DigitsDa
         n = max(2, round(len(idx) * (1 - imbalance) ** k))
         keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
     kept = torch.cat(keep).sort().values
-    return DigitsDataset(dataset.images[kept], dataset.labels[kept], dataset.transform)
+    kept_set = type(dataset)(dataset.images[kept], dataset.labels[kept], dataset.transform)
+    if hasattr(dataset, "classes"):
+        kept_set.classes = dataset.classes
+    return kept_set
 
 
 def _glyphs(cfg: TrainConfig):
@@ -90,11 +93,20 @@ def build_datasets(cfg: TrainConfig, augment: bool = True):
             train = _imbalanced(train, cfg.imbalance, cfg.seed)
         return train, held_out, 1
     if cfg.dataset in ("glyphs", "glyphs-val"):
-        return (*_glyphs(cfg), 1)
-    tf = train_transform(cfg.image_size, cfg.image_size) if augment else eval_transform(cfg.image_size)
+        train, held_out = _glyphs(cfg)
+        return (_imbalanced(train, cfg.imbalance, cfg.seed) if cfg.imbalance else train), held_out, 1
+    tf = train_transform(cfg.image_size) if augment else eval_transform(cfg.image_size)
     train = _open_images(cfg.dataset, cfg.root, tf, "--dataset")
     held_out = _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset")
     return train, held_out, 3
+
+
+def build_held_out(cfg: TrainConfig):
+    """The held-out set alone, with the evaluation transform: what `apl eval` needs unless it
+    learns a whitening on the training images."""
+    if cfg.dataset in BUILTIN:
+        return build_datasets(cfg, augment=False)[1]
+    return _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset")
 
 
 def check_data(train, held_out, show: int = 20) -> None:
@@ -111,7 +123,7 @@ def check_data(train, held_out, show: int = 20) -> None:
         )
 
 
-def build_sampler(cfg: TrainConfig, labels: Sequence):
+def build_sampler(cfg: TrainConfig, labels: Sequence, batch_size: Optional[int] = None):
     """The global-batch sampler: the same batches on every rank (same seed and epoch).
 
     "pk" (default): B // K random classes (at least 2; every class when there are fewer), the batch
@@ -119,12 +131,13 @@ def build_sampler(cfg: TrainConfig, labels: Sequence):
     has positives. "spread": the paper's B random images spread over all classes (with many classes and
     few images each, most queries of a batch then have no positive: the trainer warns).
     """
+    batch = cfg.batch_size if batch_size is None else batch_size
     classes = len(set(labels))
     if cfg.sampler == "pk":
-        p = min(classes, max(2, cfg.batch_size // cfg.images_per_class))  # two classes at least: negatives
+        p = min(classes, batch, max(2, batch // cfg.images_per_class))  # two classes at least: negatives
         return ClassBalancedBatchSampler(labels, p, cfg.images_per_class, num_batches=cfg.steps_per_epoch, seed=cfg.seed,
-                                         batch_size=cfg.batch_size)
-    return ClassSpreadBatchSampler(labels, cfg.batch_size, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
+                                         batch_size=batch)
+    return ClassSpreadBatchSampler(labels, batch, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
 
 
 def sample_seed(seed: int, epoch: int, step: int, slot: int) -> int:

@@ -1,6 +1,7 @@
 """Training data: per-sample augmentation seeds (independent of workers, ranks and interruptions),
 up-front checks of both sets, corrupt images met in training, and `apl check-images`."""
 import json
+import warnings
 from collections import Counter
 
 import pytest
@@ -21,7 +22,7 @@ def _batches(dataset, sampler, workers, rank=0, world=1, epoch=0):
 
 def test_crops_do_not_depend_on_workers_or_ranks(tmp_path):
     root = write_class_folders(tmp_path / "img", sizes=[(16, 20), (20, 14)])
-    ds = ImageList.from_folders(root, transform=train_transform(16, 12))
+    ds = ImageList.from_folders(root, transform=train_transform(12))
     sampler = ClassSpreadBatchSampler(ds.targets, 6, num_batches=3, seed=0)
     one = _batches(ds, sampler, 0)
     assert all(torch.equal(a, b) for a, b in zip(one, _batches(ds, sampler, 2)))
@@ -95,11 +96,18 @@ def test_check_images_lists_every_bad_file(tmp_path, capsys):
     assert main(["check-images", str(root)]) == 0
 
 
-def test_batch_larger_than_the_training_set_warns(tmp_path):
+def test_batch_larger_than_the_training_set_is_capped_with_one_line(tmp_path):
+    """No raw Python warning and no batch of repeated images (trivial positives): one plain line,
+    and batches of the training set's size."""
     root = write_class_folders(tmp_path / "img", per_class=2)
-    cfg = TrainConfig(dataset=str(root), eval_dataset=str(root), image_size=12, batch_size=8, epochs=1, dim=4, threads=1)
-    with pytest.warns(RuntimeWarning, match="larger than the training set"):
-        Trainer(cfg, tmp_path / "r", log=lambda m: None, progress=False).run()
+    cfg = TrainConfig(dataset=str(root), eval_dataset=str(root), image_size=12, batch_size=64, epochs=1, dim=4, threads=1)
+    lines = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        history = Trainer(cfg, tmp_path / "r", log=lines.append, progress=False).run()
+    n = len(ImageList.from_folders(root))
+    assert f"--batch-size 64 is larger than the training set ({n} images): batches of {n}" in lines
+    assert history[0]["images_per_s"] > 0
 
 
 def test_default_sampler_gives_every_query_positives():
@@ -118,3 +126,25 @@ def test_default_sampler_gives_every_query_positives():
     assert sorted(Counter(many[i] for i in batch).values()) == [8] * 8
     small = next(iter(build_sampler(TrainConfig(batch_size=6, images_per_class=8), many)))
     assert sorted(Counter(many[i] for i in small).values()) == [3, 3]  # two classes at least
+
+
+def test_training_starts_with_a_dataset_summary(tmp_path):
+    root = write_class_folders(tmp_path / "img")
+    (root / "class1" / "notes.txt").write_text("not an image")
+    lines = []
+    cfg = TrainConfig(dataset=str(root), eval_dataset=str(root), image_size=12, batch_size=12, epochs=1, dim=4, threads=1)
+    Trainer(cfg, tmp_path / "r", log=lines.append, progress=False).run()
+    assert any(ln.startswith("training set: ") and "images" in ln and "skipped" in ln for ln in lines)
+    assert any(ln.startswith("held-out set: ") for ln in lines)
+    assert any(ln.startswith("warning: ") and "training set" in ln for ln in lines)  # the same files in both
+
+
+def test_check_images_up_front_lists_every_bad_file(tmp_path, capsys):
+    root = write_class_folders(tmp_path / "img")
+    (root / "class1" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "class0" / "1.png").write_bytes(b"garbage")
+    code = main(["train", "--dataset", str(root), "--eval-dataset", str(root), "--image-size", "12", "--epochs", "1",
+                 "--threads", "1", "--workers", "0", "--check-images", "--quiet", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--check-images: 4 bad images" in err  # two files, in both sets
+    assert "class1/3.png" in err and "class0/1.png" in err and not (tmp_path / "r").exists()
