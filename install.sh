@@ -20,13 +20,16 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   fi
 fi
 # Build requirements first: the extension is built against the installed torch
-# (--no-build-isolation), so pip never downloads a second torch into a build environment.
-"$PY" -m pip install --quiet "setuptools>=64" wheel ninja pybind11
+# (--no-build-isolation), so pip never downloads a second torch into a build environment. numpy
+# too, or importing torch during the build warns that it cannot find it.
+"$PY" -m pip install --quiet "setuptools>=64" wheel ninja numpy
 echo "install.sh: building apl's C++ extension against torch $("$PY" -c 'import torch; print(torch.__version__)') (1-3 minutes)"
 log=$(mktemp)
 set +e
-# pip hides a build's output unless -v; show the compiler's progress lines ([k/n]) and keep the rest in the log
-"$PY" -m pip install -v --no-build-isolation -e ".[test]" 2>&1 | tee "$log" | grep -E --line-buffered '^\[[0-9]+/[0-9]+\] ' | cut -c1-100
+# pip hides a build's output unless -v, and indents it; show the compiler's progress lines
+# ([k/n] ...) and keep everything in the log, which is removed when the build succeeds.
+"$PY" -m pip install -v --no-build-isolation -e ".[test]" 2>&1 | tee "$log" \
+  | sed -nu -E 's/^[[:space:]]*(\[[0-9]+\/[0-9]+\] .*)/  \1/p' | cut -c1-100
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
@@ -34,6 +37,7 @@ if [ "$status" -ne 0 ]; then
   echo "install.sh: pip install failed (exit $status); full log: $log" >&2
   exit "$status"
 fi
+rm -f "$log"
 "$PY" - <<'PY'
 import apl
 for name, status in apl.available_backends().items():

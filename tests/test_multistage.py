@@ -1,4 +1,4 @@
-"""Tests of apl.train.multistage_step against plain backpropagation."""
+"""Tests of apl.multistage_step against plain backpropagation."""
 from __future__ import annotations
 
 import copy

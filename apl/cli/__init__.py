@@ -43,5 +43,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"apl {a.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"apl {a.command}: interrupted", file=sys.stderr)
+        hint = "; the last checkpoint is safe: continue with the same command and --resume" if a.command == "train" else ""
+        print(f"apl {a.command}: interrupted{hint}", file=sys.stderr)
         return 130

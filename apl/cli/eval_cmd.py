@@ -9,16 +9,16 @@ import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Optional
 
 from .common import HelpFormatter, add_data_options, add_loader_options
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="an apl checkpoint (a run's last.pt or best.pt)")
-    add_data_options(p)
+    add_data_options(p, training=False)
     p.add_argument("--image-size", type=int, default=None,
-                   help="longest side of the images (default: the checkpoint's training size; 1024 with --revisited; the digits keep 8x8)")
+                   help="longest side of the images (default: the checkpoint's training size; 1024 with --revisited; "
+                        "the built-in datasets keep their size)")
     p.add_argument("--scales", default="1", help="multi-scale descriptors, e.g. 1,0.707,0.5 (L2-normalised mean over scales)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     add_loader_options(p)
@@ -67,13 +67,17 @@ def _setup(a: argparse.Namespace):
     if a.image_size is not None:
         changes["image_size"] = a.image_size
     cfg = dataclasses.replace(cfg, **changes)
-    if cfg.dataset != "digits" and cfg.eval_dataset is None:
+    if cfg.dataset not in ("digits", "glyphs", "glyphs-val") and cfg.eval_dataset is None:
         raise ValueError("--eval-dataset is needed with an image-list or folder --dataset (the set to evaluate)")
     return model, cfg, scales
 
 
 def _size(cfg) -> str:
-    return "8x8 (digits, native size)" if cfg.dataset == "digits" else f"longest side {cfg.image_size}"
+    if cfg.dataset == "digits":
+        return "8x8 (digits, native size)"
+    if cfg.dataset in ("glyphs", "glyphs-val"):
+        return f"{cfg.glyph_size}x{cfg.glyph_size} (glyphs, generated)"
+    return f"longest side {cfg.image_size}"
 
 
 def _workers(a, cfg) -> int:
@@ -83,8 +87,8 @@ def _workers(a, cfg) -> int:
 
 
 def run_eval(a: argparse.Namespace) -> int:
-    from ..train.data import build_datasets
     from ..evaluation.extraction import evaluate
+    from ..train.data import build_datasets, build_held_out
     from ..evaluation.report import metrics_table
 
     model, cfg, scales = _setup(a)
@@ -96,9 +100,10 @@ def run_eval(a: argparse.Namespace) -> int:
         for proto, m in metrics.items():
             lines.append(f"| {proto} | {m['map']:.4f} | " + " | ".join(f"{m['mp'][k]:.4f}" for k in (1, 5, 10)) + " |")
     else:
-        train_set, eval_set, _ = build_datasets(cfg, augment=False)
+        # the training images only for a whitening: a run evaluates wherever its training set went
+        train_set, eval_set = (build_datasets(cfg, augment=False)[:2] if a.whitening else (None, build_held_out(cfg)))
         metrics = evaluate(model, eval_set, train_set, a.whitening, scales=scales, workers=workers, prefetch=a.prefetch)
-        name = "digits (held-out classes)" if cfg.dataset == "digits" else cfg.eval_dataset
+        name = f"{cfg.dataset} (held-out classes)" if cfg.eval_dataset is None else cfg.eval_dataset
         info = {"dataset": name, "images": len(eval_set), "queries": len(eval_set), "image_size": _size(cfg),
                 "scales": list(scales), "whitening": bool(a.whitening), "checkpoint": str(a.checkpoint)}
         lines = metrics_table(metrics)
@@ -118,6 +123,8 @@ def _revisited(model, root: str, image_size: int, scales, workers: int, prefetch
     from ..data import RevisitedImages, eval_transform, load_revisited
     from ..evaluation.extraction import extract
 
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"--revisited {root}: no such folder (a ROxford5k / RParis6k folder with gnd_*.pkl and jpg/)")
     ds = load_revisited(root)
     tf = eval_transform(image_size)
     kw = dict(scales=scales, workers=workers, prefetch=prefetch, progress=True)
@@ -132,18 +139,19 @@ def _names(dataset) -> tuple[list[str], list[str]]:
     """(path, class name) of each item, for the index file next to the descriptors."""
     if hasattr(dataset, "paths"):
         return [str(dataset.path(i)) for i in range(len(dataset))], [str(dataset.labels[i]) for i in range(len(dataset))]
-    return [f"digits[{i}]" for i in range(len(dataset))], [str(t) for t in dataset.targets]
+    kind = type(dataset).__name__.removesuffix("Dataset").lower()  # digits, glyph
+    return [f"{kind}[{i}]" for i in range(len(dataset))], [str(t) for t in dataset.targets]
 
 
 def run_extract(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..train.data import build_datasets
     from ..evaluation.extraction import extract
+    from ..train.data import build_datasets, build_held_out
 
     model, cfg, scales = _setup(a)
-    train_set, eval_set, _ = build_datasets(cfg, augment=False)  # the evaluation transform, always
-    dataset = train_set if a.split == "train" else eval_set
+    # the evaluation transform, always; the training images only when asked for
+    dataset = build_datasets(cfg, augment=False)[0] if a.split == "train" else build_held_out(cfg)
     d, y = extract(model, dataset, progress=True, scales=scales, workers=_workers(a, cfg), prefetch=a.prefetch)
     out = Path(a.output)
     if out.suffix != ".npy":
@@ -154,7 +162,7 @@ def run_extract(a: argparse.Namespace) -> int:
     np.save(labels_file, y.cpu().numpy())
     paths, classes = _names(dataset)
     index_file.write_text("row\tpath\tclass\n" + "".join(f"{i}\t{p}\t{c}\n" for i, (p, c) in enumerate(zip(paths, classes))))
-    name = "digits" if cfg.dataset == "digits" else (cfg.dataset if a.split == "train" else cfg.eval_dataset)
+    name = cfg.dataset if a.split == "train" or cfg.eval_dataset is None else cfg.eval_dataset
     print(f"described {name} ({a.split} split): {d.shape[0]} images, image size {_size(cfg)}, "
           f"scales {','.join(f'{s:g}' for s in scales)}")
     print(f"wrote {d.shape[0]} descriptors of dimension {d.shape[1]} to {out}, labels to {labels_file}, paths and classes to {index_file}")

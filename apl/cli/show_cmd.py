@@ -49,6 +49,9 @@ def run_show(a: argparse.Namespace) -> int:
         from ..data import load_revisited
         from ..evaluation.revisited import protocol_lists
 
+        if not Path(a.revisited).is_dir():
+            raise FileNotFoundError(f"--revisited {a.revisited}: no such folder (a ROxford5k / RParis6k folder with "
+                                    "gnd_*.pkl and jpg/)")
         ds = load_revisited(a.revisited)
         eligible = sum(protocol_lists(g, a.protocol)[0].size > 0 for g in ds.gnd)
         check_counts(a.queries, a.top, len(ds.imlist), eligible, names, ds.name,
@@ -57,14 +60,14 @@ def run_show(a: argparse.Namespace) -> int:
                                        scales=scales, protocol=a.protocol, workers=workers, prefetch=a.prefetch)
         what = f"{ds.name} (Revisited, {a.revisited}, {a.protocol} protocol)"
     else:
-        from ..train.data import build_datasets
+        from ..train.data import build_held_out
 
-        _, eval_set, _ = build_datasets(cfg, augment=False)
+        eval_set = build_held_out(cfg)
         sizes = Counter(eval_set.targets)
         eligible = sum(n for n in sizes.values() if n > 1)  # images with another of their class
-        what = "digits (held-out classes)" if cfg.dataset == "digits" else cfg.eval_dataset
-        check_counts(a.queries, a.top, len(eval_set), eligible, names, "the held-out set" if cfg.dataset == "digits" else what,
-                     "images with another image of their class")
+        what = f"{cfg.dataset} (held-out classes)" if cfg.eval_dataset is None else cfg.eval_dataset
+        check_counts(a.queries, a.top, len(eval_set), eligible, names,
+                     "the held-out set" if cfg.eval_dataset is None else what, "images with another image of their class")
         rows = save_rankings(model, eval_set, a.out, a.queries, a.top, a.seed, scales=scales, workers=workers, prefetch=a.prefetch)
     correct = sum(k == "correct" for r in rows for k in r.kinds)
     total = sum(len(r.kinds) for r in rows)

@@ -31,7 +31,8 @@ def add(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a retrieval network", description=DESCRIPTION, formatter_class=HelpFormatter)
     add_data_options(p, train_default=d.dataset)
-    p.add_argument("--image-size", type=int, default=d.image_size, help="training: longest side, then a square random crop of this size; evaluation: longest side")
+    p.add_argument("--image-size", type=int, default=d.image_size, help="training: a random region of 0.35 to 1 of the image's area, width / height 3/4 to 4/3, resized to a "
+                        "square of this side (then flip and colour jitter); evaluation: the longest side resized to this size")
     p.add_argument("--backbone", default=d.backbone, choices=BACKBONES, help="network before GeM pooling (ResNets need torchvision)")
     p.add_argument("--dim", type=int, default=d.dim, help="descriptor dimension (output of the whitening layer)")
     p.add_argument("--head", default=d.head, choices=HEADS,
@@ -53,8 +54,9 @@ def add(sub) -> None:
     p.add_argument("--class-balanced", action="store_true",
                    help="apl's losses: weigh queries by 1 / (images of their class in the batch)")
     p.add_argument("--margin", type=float, default=None,
-                   help=f"margin of triplet (default {SPECS['triplet'].defaults['margin']}) and contrastive "
-                        f"(negative margin, default {SPECS['contrastive'].defaults['margin']})")
+                   help=f"margin of triplet (default {SPECS['triplet'].defaults['margin']}), contrastive "
+                        f"(negative margin, default {SPECS['contrastive'].defaults['margin']}) and multi-similarity "
+                        f"(its base lambda, default {SPECS['multi-similarity'].defaults['margin']})")
     p.add_argument("--temperature", type=float, default=None,
                    help=f"sigmoid temperature of smoothap (default {SPECS['smoothap'].defaults['temperature']}) and of the "
                         f"ranks of recall-at-k (default {SPECS['recall-at-k'].defaults['temperature']})")
@@ -92,6 +94,9 @@ def add(sub) -> None:
                    help="continue the run in --out from last.pt (or start it if it has no checkpoint yet); only --epochs may change")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    p.add_argument("--check-images", action="store_true",
+                   help="decode every image of both sets before training and stop with the list of bad ones (else a "
+                        "bad image stops the run when it is read)")
     p.set_defaults(func=run)
     _PARSER["train"] = p
 
@@ -126,7 +131,8 @@ def run(a: argparse.Namespace) -> int:
         cfg = dataclasses.replace(base, **_config(a, given))
     else:
         cfg = TrainConfig(**_config(a))
-    trainer = Trainer(cfg, out, progress=not a.quiet, workers=a.workers, prefetch=a.prefetch, overwrite=a.overwrite)
+    trainer = Trainer(cfg, out, progress=not a.quiet, workers=a.workers, prefetch=a.prefetch, overwrite=a.overwrite,
+                      check_images=a.check_images)
     history = trainer.run(resume=a.resume)
     if history and trainer.is_main:
         best = max(history, key=lambda r: r["eval_map"])

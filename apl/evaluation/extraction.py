@@ -47,7 +47,10 @@ def describe(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (
     return F.normalize(total, dim=1)
 
 
-def _describe_list(model: nn.Module, images: list, scales, device: torch.device) -> torch.Tensor:
+def describe_images(model: nn.Module, images: list, scales: Sequence[float] = (1.0,),
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, D) descriptors of a list of images (C, H, W) of any shapes, in their order: images of one
+    shape go through `model` together."""
     by_shape: dict[tuple, list[int]] = {}
     for i, x in enumerate(images):
         by_shape.setdefault(tuple(x.shape), []).append(i)
@@ -111,7 +114,7 @@ def extract(
     descs, labels = [], []
     try:
         for images, y in loader:
-            descs.append(_describe_list(model, images, scales, device))
+            descs.append(describe_images(model, images, scales, device))
             labels.append(y.to(device))
     finally:
         model.train(was_training)

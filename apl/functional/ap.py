@@ -59,6 +59,7 @@ def _per_query(embeddings, labels, ref_embeddings, ref_labels, num_bins, score_r
     num_bins = V.check_num_bins(num_bins)
     score_range = V.check_score_range(score_range)
     V.check_variant(variant)
+    variant = V.canonical_variant(variant)
     x = prepare(embeddings, labels, ref_embeddings, ref_labels, backend, chunk_size, normalize, ref_includes_queries,
                 check_norm=score_range == (-1.0, 1.0))  # a custom range: raw dot products on purpose
     checked = health.due()
@@ -116,5 +117,6 @@ def quantized_ap(
     num_bins = V.check_num_bins(num_bins)
     score_range = V.check_score_range(score_range)
     V.check_variant(variant)
+    variant = V.canonical_variant(variant)
     which = resolve_for(V.check_backend(backend), scores.device)
     return core.scores_ap(scores, relevance, num_bins=num_bins, score_range=score_range, variant=variant, backend=which)

@@ -42,7 +42,7 @@ class APLoss(ListwiseLoss):
         self.num_bins = V.check_num_bins(num_bins)
         self.score_range = V.check_score_range(score_range)
         V.check_variant(variant)
-        self.variant = variant
+        self.variant = V.canonical_variant(variant)
 
     def options(self) -> dict:
         return {"num_bins": self.num_bins, "score_range": self.score_range, "variant": self.variant}

@@ -2,7 +2,8 @@
 
 - `extension`: loads the compiled kernels (apl._C) and says what they hold;
 - `compiled`: fake kernels and autograd of the compiled ops, thin callers;
-- `reference`: the pure-PyTorch reference (autograd end to end);
+- `reference`, `reference_rank`: the pure-PyTorch references of AP_Q and of the rank surrogates
+  (autograd end to end);
 - `core`: the loss on validated inputs with a backend already chosen;
 - `dispatch`: which backend runs, and why the others cannot; the once-per-device self-check;
 - `selftest`: the compiled kernels against the reference on each device;

@@ -1,6 +1,7 @@
-"""The AP loss on validated inputs, computed by a backend that is already chosen: "torch" (the
-reference), "cpu" or "cuda" (the compiled kernels). No argument checks, no warnings, no backend
-choice: the public API (apl/functional.py) does those, the self-test calls this directly."""
+"""The losses (AP_Q and its variants, the rank surrogates) on validated inputs, computed by a backend
+that is already chosen: "torch" (the references), "cpu" or "cuda" (the compiled kernels). No
+argument checks, no warnings, no backend choice: the public API (apl/functional/) does those, the
+self-test calls this directly."""
 from __future__ import annotations
 
 from typing import Optional

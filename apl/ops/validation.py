@@ -33,10 +33,16 @@ def check_score_range(score_range) -> tuple[float, float]:
     return lo, hi
 
 
+def canonical_variant(variant):
+    """The variant's name as VARIANTS spells it: the command line's "tie-aware" is "tie_aware"."""
+    return variant.replace("-", "_") if isinstance(variant, str) else variant
+
+
 def check_variant(variant) -> int:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-    return VARIANTS[variant]
+    name = canonical_variant(variant)
+    if name not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)} (or spelled with '-'), got {variant!r}")
+    return VARIANTS[name]
 
 
 def check_backend(backend) -> str:

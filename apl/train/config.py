@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -19,6 +20,37 @@ SCHEDULES = ("cosine", "step", "none")
 SAMPLERS = ("pk", "spread")
 WHITENING_INITS = ("pca",)
 AMP_DTYPES = ("bf16", "fp16")
+
+
+# Fields that hold paths on disk (compared by what they point to, stored absolute), and the
+# datasets that are names instead.
+PATH_FIELDS = ("dataset", "eval_dataset", "root", "eval_root", "init")
+BUILTIN_DATASETS = ("digits", "glyphs", "glyphs-val")
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))  # symlinks kept: the path the user gave, made absolute
+
+
+def same_path(a: Any, b: Any) -> bool:
+    """Whether two path fields name the same file or folder (or are equal names)."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str) or a in BUILTIN_DATASETS or b in BUILTIN_DATASETS:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist: compare the absolute spellings
+        return _absolute(a) == _absolute(b)
+
+
+# Fields that only the built-in datasets read, with the datasets that read them.
+_DATASET_FIELDS = {"train_classes": ("digits",), "imbalance": BUILTIN_DATASETS,
+                   "glyphs_per_class": ("glyphs", "glyphs-val"), "glyph_size": ("glyphs", "glyphs-val")}
+
+
+def _applies(name: str, dataset: str) -> bool:
+    return name not in _DATASET_FIELDS or dataset in _DATASET_FIELDS[name]
 
 
 def parse_ks(value: Any) -> tuple[int, ...]:
@@ -72,7 +104,7 @@ class TrainConfig:
     root: Optional[str] = None
     eval_root: Optional[str] = None
     train_classes: tuple = (0, 1, 2, 3, 4)
-    imbalance: float = 0.0  # digits only: class k of the training set keeps (1 - imbalance)^k of its images
+    imbalance: float = 0.0  # built-in datasets: class k of the training set keeps (1 - imbalance)^k of its images
     glyphs_per_class: int = 16  # glyphs only: images generated per class
     glyph_size: int = 32  # glyphs only: image side in pixels
     image_size: int = 64
@@ -130,6 +162,10 @@ class TrainConfig:
                                   "recall_k": self.recall_k, "k_temperature": self.k_temperature})
         if self.recall_k is not None:
             self.recall_k = parse_ks(self.recall_k)
+        for name in ("margin", "temperature", "k_temperature"):  # before anything is written
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
         if self.num_bins is not None and (isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int) or self.num_bins < 2):
             raise ValueError(f"--bins must be an integer >= 2, got {self.num_bins!r}")
         for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1),
@@ -148,14 +184,16 @@ class TrainConfig:
         if not 0 <= self.imbalance < 1:
             raise ValueError(f"imbalance must be in [0, 1), got {self.imbalance}")
         self.scales = parse_scales(self.scales)
-        if self.dataset not in ("digits", "glyphs", "glyphs-val") and self.eval_dataset is None:
+        if self.dataset not in BUILTIN_DATASETS and self.eval_dataset is None:
             raise ValueError("--eval-dataset is required with an image list or folder (the held-out set)")
         return self
 
     def to_dict(self) -> dict:
-        """Plain data (lists, not tuples) as stored in config.json and checkpoints."""
-        d = dataclasses.asdict(self)
-        d["train_classes"] = list(d["train_classes"])
+        """Plain data (lists, not tuples) as stored in config.json and checkpoints, without the fields
+        that do not apply to this run's dataset (the digits' classes in a run on an image folder)."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if _applies(k, self.dataset)}
+        if "train_classes" in d:
+            d["train_classes"] = list(d["train_classes"])
         d["scales"] = list(d["scales"])
         if d["recall_k"] is not None:
             d["recall_k"] = list(d["recall_k"])
@@ -182,6 +220,15 @@ class TrainConfig:
         return cls(**d)
 
     def differences(self, other: "TrainConfig") -> list[str]:
-        """Names of the fields whose values differ from `other`'s."""
+        """Names of the fields whose values differ from `other`'s; paths compare by what they point to
+        (a relative and an absolute spelling of one folder are the same)."""
         a, b = self.to_dict(), other.to_dict()
-        return [k for k in a if a[k] != b[k]]
+        names = list(a) + [k for k in b if k not in a]
+        return [k for k in names if a.get(k) != b.get(k) and not (k in PATH_FIELDS and same_path(a.get(k), b.get(k)))]
+
+    def resolved(self) -> "TrainConfig":
+        """The same run with its paths absolute (what a run folder stores), so that it can be
+        evaluated and resumed from any working directory. The built-in datasets are names, not paths."""
+        changes = {k: _absolute(getattr(self, k)) for k in PATH_FIELDS
+                   if getattr(self, k) is not None and not (k == "dataset" and self.dataset in BUILTIN_DATASETS)}
+        return dataclasses.replace(self, **changes)

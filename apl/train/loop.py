@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from ..data import CorruptImageError
+from ..data import CorruptImageError, ImageList, check_images, compare_splits, describe_split
 from ..evaluation.extraction import evaluate
 from ..losses import build_loss
 from ..memory import CrossBatchMemory, with_memory
@@ -25,7 +24,9 @@ from . import launch as L
 from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import SeededBatches, build_datasets, build_sampler, check_data, check_workers, default_workers, train_loader
+from .divergence import checked_step
 from .optim import build_optimizer, set_learning_rate
+from .scaler_watch import ScalerWatch
 from .run_folder import MetricsLog, clear_run_files, plan_start, write_config
 from .step import TrainStep
 from .weights import init_head_from_features, load_init_weights
@@ -58,11 +59,14 @@ class Trainer:
         workers: data-loader worker processes (None: `default_workers`); results do not depend on it.
         prefetch: batches each worker loads ahead.
         overwrite: replace the run files of a non-empty `out` (else such a folder is refused).
+        check_images: decode every image of both sets before training (`apl check-images`) and stop
+            with the list of bad ones, instead of at the first one mid-epoch.
     """
 
     def __init__(self, cfg: TrainConfig, out: str | Path, log: Callable[[str], None] = print, progress: bool = True,
-                 workers: Optional[int] = None, prefetch: int = 2, overwrite: bool = False) -> None:
-        self.cfg = cfg.validate()
+                 workers: Optional[int] = None, prefetch: int = 2, overwrite: bool = False,
+                 check_images: bool = False) -> None:
+        self.cfg = cfg.validate().resolved()  # absolute paths: the run can be resumed and evaluated from anywhere
         check_workers(workers, prefetch)
         self.out = Path(out)
         self.log = log
@@ -70,8 +74,10 @@ class Trainer:
         self.workers = default_workers(cfg) if workers is None else workers
         self.prefetch = prefetch
         self.overwrite = overwrite
+        self.check_images = check_images
         self.model: Optional[nn.Module] = None
         self.is_main = True  # whether this process is rank 0 (set by `run`)
+        self.batch_size = cfg.batch_size  # the global batch, capped at the training set's size (set by `run`)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _prepare(self, launch: L.Launch, resume: bool):
@@ -80,18 +86,42 @@ class Trainer:
         L.check_batch(cfg.batch_size, launch.world_size)
         train_set, eval_set, in_ch = build_datasets(cfg)
         check_data(train_set, eval_set)
-        if cfg.batch_size > len(train_set) and launch.is_main:
-            warnings.warn(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_set)} images): "
-                          "images repeat within every batch", RuntimeWarning, stacklevel=3)
+        if launch.is_main:
+            self.log(describe_split("training set", train_set))
+            self.log(describe_split("held-out set", eval_set))
+            for warning in compare_splits(train_set, eval_set):
+                self.log(f"warning: {warning}")
+        if self.check_images:
+            self._check_images(train_set, eval_set)
+        self.batch_size = cfg.batch_size
+        if cfg.batch_size > len(train_set):  # a batch would repeat images: trivial positives for the ranking losses
+            self.batch_size = max(launch.world_size, len(train_set) // launch.world_size * launch.world_size)
+            if launch.is_main:
+                self.log(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_set)} images): "
+                         f"batches of {self.batch_size}")
+        if cfg.amp == "fp16" and launch.device.type == "cpu" and launch.is_main:
+            self.log("--amp fp16 on the CPU: float16 is not faster there and overflows easily; --amp bf16 is the CPU's "
+                     "mixed precision")
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, in_ch)
         if cfg.init is not None:
             what = load_init_weights(model, cfg.init)
             if launch.is_main:
                 self.log(f"initialised the {what} from {cfg.init}")
-        sampler = build_sampler(cfg, train_set.targets)
+        sampler = build_sampler(cfg, train_set.targets, self.batch_size)
         plan = L.agree(launch, lambda: plan_start(self.out, cfg, resume, self.overwrite))
         return train_set, eval_set, model, sampler, plan
+
+    def _check_images(self, *datasets) -> None:
+        """Every image of the image-file sets decoded up front; one error listing all bad ones."""
+        problems = []
+        for name, ds in zip(("training set", "held-out set"), datasets):
+            if isinstance(ds, ImageList):
+                problems += [f"{name}: {p}" for p in check_images(ds, self.workers or None).problems]
+        if problems:
+            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise CorruptImageError(f"--check-images: {len(problems)} bad images; fix or remove them before training:\n  "
+                                    + "\n  ".join(problems[:20]) + more)
 
     def run(self, resume: bool = False, stop_after: Optional[int] = None) -> list[dict]:
         """Trains; returns the per-epoch history. `resume` continues the run in `out` (see
@@ -132,6 +162,7 @@ class Trainer:
         opt = build_optimizer(cfg, model)
         amp_dtype = AMP.get(cfg.amp) if cfg.amp else None
         scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
+        watch = ScalerWatch(scaler) if scaler is not None else None
         # The cross-batch memory is part of the run's state: saved and restored with the checkpoint.
         memory = CrossBatchMemory(cfg.memory, model.out_dim).to(device) if cfg.memory else None
         history: list[dict] = []
@@ -203,10 +234,9 @@ class Trainer:
                     lr = set_learning_rate(opt, cfg, step_global, total_steps)
                     y = torch.as_tensor(y).to(device, non_blocking=True)
                     opt.zero_grad(set_to_none=True)
-                    loss = step_fn(x, y)
-                    if scaler is not None:
-                        scaler.step(opt)
-                        scaler.update()
+                    loss = checked_step(step_fn, x, y, epoch, step, lr, cfg.amp)
+                    if watch is not None:
+                        watch.step(opt)
                     else:
                         opt.step()
                     step_global += 1
@@ -216,7 +246,12 @@ class Trainer:
                     show(losses[-1], lr)
                 elapsed = time.perf_counter() - t0
                 row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "time_s": elapsed,
-                       "images_per_s": cfg.batch_size * len(losses) / max(elapsed, 1e-9)}
+                       "images_per_s": self.batch_size * len(losses) / max(elapsed, 1e-9)}
+                if watch is not None:
+                    row["skipped_steps"] = watch.end_epoch()
+                    if row["skipped_steps"] and main:
+                        self.log(f"epoch {epoch + 1}: the fp16 gradient scaler skipped {row['skipped_steps']} of "
+                                 f"{len(losses)} optimizer steps (non-finite float16 gradients)")
                 if main:
                     state = checkpoint(epoch + 1, False)
                     state["pending_row"] = row
@@ -247,7 +282,7 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}")
                 elif self.progress and main and ((step + 1) % every == 0 or step + 1 == steps):
-                    rate = cfg.batch_size * (step + 1) / max(time.perf_counter() - t0, 1e-9)
+                    rate = self.batch_size * (step + 1) / max(time.perf_counter() - t0, 1e-9)
                     self.log(f"  epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps}  loss {loss:.4f}  lr {lr:.3g}  {rate:.0f} img/s")
             return show
 

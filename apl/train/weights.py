@@ -8,6 +8,7 @@ often save) of either the whole `RetrievalNet` or its backbone. Keys are matched
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Mapping
 
@@ -28,40 +29,58 @@ def _state_dict_of(obj, path: Path) -> dict:
     raise ValueError(f"--init {path}: not a state dict (a mapping of parameter names to tensors)")
 
 
-def _torchvision_to_features(sd: dict) -> dict:
-    """torchvision ResNet keys ("layer1.0.conv1.weight") -> ResNetBackbone keys ("features.4.0.conv1.weight")."""
-    out = {}
-    for k, v in sd.items():
-        head, _, rest = k.partition(".")
-        if head in _RESNET_STAGES:
-            out[f"features.{_RESNET_STAGES.index(head)}.{rest}"] = v
-        elif head != "fc":  # the ImageNet classifier has no place in a retrieval network
-            out[k] = v
-    return out
+def _torchvision_name(k: str) -> str | None:
+    """A torchvision ResNet key ("layer1.0.conv1.weight") as a ResNetBackbone key
+    ("features.4.0.conv1.weight"); None for the ImageNet classifier, which has no place here."""
+    head, _, rest = k.partition(".")
+    if head in _RESNET_STAGES:
+        return f"features.{_RESNET_STAGES.index(head)}.{rest}"
+    return None if head == "fc" else k
 
 
-def _renamed(sd: dict) -> dict:
-    """Keys of the flat RetrievalNet of earlier versions in today's layout (as its state-dict hook
+def _old_layout_name(k: str) -> str:
+    """A key of the flat RetrievalNet of earlier versions in today's layout (as its state-dict hook
     does when loading)."""
     from ..nn.model import _OLD_PREFIXES
 
-    out = {}
-    for k, v in sd.items():
-        for old, new in _OLD_PREFIXES:
-            if k.startswith(old):
-                k = new + k[len(old):]
-                break
-        out[k] = v
-    return out
+    for old, new in _OLD_PREFIXES:
+        if k.startswith(old):
+            return new + k[len(old):]
+    return k
 
 
-def _mismatch(target: nn.Module, sd: dict) -> tuple[list, list, list]:
+def _renaming(sd: dict, rename) -> dict:
+    """{new name: file name} for every key `rename` keeps."""
+    return {new: k for k in sd if (new := rename(k)) is not None}
+
+
+def _mismatch(target: nn.Module, sd: dict, names: dict) -> tuple[list, list, list]:
+    """What keeps `sd` (keys renamed by `names`: new -> file key) from loading into `target`,
+    reported with the file's own key names."""
     own = target.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = sorted(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(sd) if sd[k].shape != own[k].shape)
+    missing = sorted(set(own) - set(names))
+    unexpected = sorted(names[k] for k in set(names) - set(own))
+    shapes = sorted(f"{names[k]}: file {tuple(sd[names[k]].shape)} vs model {tuple(own[k].shape)}"
+                    for k in set(own) & set(names) if sd[names[k]].shape != own[k].shape)
     return missing, unexpected, shapes
+
+
+def _read(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():  # torch's advice to pass weights_only=False is not ours to give
+            raise ValueError(
+                f"--init {path}: it holds Python objects, not only tensors (a whole pickled model?), and "
+                "apl loads weights files without running their code; save `model.state_dict()` instead"
+            ) from None
+        raise ValueError(f"--init {path}: cannot read it as a torch state dict ({_first_line(err)})") from None
+    except Exception as err:  # noqa: BLE001  (any unreadable file gets the same clear message)
+        raise ValueError(f"--init {path}: cannot read it as a torch state dict ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _listing(items: list, n: int = 8) -> str:
@@ -74,36 +93,34 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--init: no such file: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  (any unreadable file gets the same clear message)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"--init {path}: cannot read it as a torch state dict ({first})") from None
-    sd = _state_dict_of(obj, path)
-    attempts = [("model", model, sd)]
+    sd = _state_dict_of(_read(path), path)
+    attempts = [("model", model, _renaming(sd, lambda k: k))]
     if any(k.startswith(("backbone.", "pool.", "whiten.")) for k in sd):  # a RetrievalNet of earlier versions
-        attempts.append(("model", model, _renamed(sd)))
+        attempts.append(("model", model, _renaming(sd, _old_layout_name)))
     backbone = getattr(model, "backbone", None)
     if backbone is not None:
-        attempts.append(("backbone", backbone, sd))
+        attempts.append(("backbone", backbone, _renaming(sd, lambda k: k)))
         for prefix in ("backbone.", "features.backbone."):
-            attempts.append(("backbone", backbone, {k.removeprefix(prefix): v for k, v in sd.items()}))
-        attempts.append(("backbone", backbone, _torchvision_to_features(sd)))
+            attempts.append(("backbone", backbone, _renaming(sd, lambda k, p=prefix: k.removeprefix(p))))
+        attempts.append(("backbone", backbone, _renaming(sd, _torchvision_name)))
     best = None
-    for name, target, candidate in attempts:
-        missing, unexpected, shapes = _mismatch(target, candidate)
+    for name, target, names in attempts:
+        missing, unexpected, shapes = _mismatch(target, sd, names)
         if not (missing or unexpected or shapes):
-            target.load_state_dict(candidate)
+            target.load_state_dict({new: sd[k] for new, k in names.items()})
             return name
         score = len(missing) + len(unexpected) + len(shapes)
         if best is None or score < best[0]:
             best = (score, name, missing, unexpected, shapes)
     _, name, missing, unexpected, shapes = best
+    if not (missing or unexpected):
+        raise ValueError(f"--init {path}: its keys match the {name}, but {len(shapes)} tensor shape(s) differ: "
+                         f"{_listing(shapes, 4)}. Check --backbone and --dim.")
     parts = []
     if missing:
         parts.append(f"missing in the file: {_listing(missing)}")
     if unexpected:
-        parts.append(f"not in the {name}: {_listing(unexpected)}")
+        parts.append(f"in the file but not in the {name}: {_listing(unexpected)}")
     if shapes:
         parts.append(f"shape mismatch: {_listing(shapes, 4)}")
     raise ValueError(
@@ -118,6 +135,7 @@ def init_head_from_features(model: nn.Module, dataset, images: int = 2048, seed:
     features of up to `images` training images (a seeded choice, read with the evaluation
     transform): BatchNorm statistics and a PCA-whitening of the standardised features (the paper's
     start of the whitening layer). Returns the number of images used."""
+    from ..evaluation.extraction import describe_images
     from ..evaluation.whitening import DEFAULT_POWER, PCAWhitening
 
     n = min(images, len(dataset))
@@ -127,8 +145,8 @@ def init_head_from_features(model: nn.Module, dataset, images: int = 2048, seed:
     device = next(model.parameters()).device
     pooled = []
     for i in range(0, n, batch):
-        x = torch.stack([dataset[j][0] for j in chosen[i:i + batch]]).to(device)
-        pooled.append(model.features(x).double().cpu())
+        images = [dataset[j][0] for j in chosen[i:i + batch]]  # any shapes (image folders are not resized to one)
+        pooled.append(describe_images(model.features, images, device=device).double().cpu())
     model.head.init_from_pca(torch.cat(pooled), lambda x, dim: PCAWhitening.fit(x, dim, power=DEFAULT_POWER))
     model.train(was_training)
     return n

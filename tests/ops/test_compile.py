@@ -91,6 +91,14 @@ def test_reference_still_stops_on_nan_under_compile():
         g(unit_rows(8, 3, torch.float32, seed=44))
 
 
+def test_bad_input_message_survives_compile():
+    """Under fullgraph=True Dynamo turns the TypeError into `Unsupported: Observed exception`; the
+    docs (docs/api.md) tell users the original message is in its text: keep it there."""
+    f = _compiled(lambda e, y: apl.ap_loss(e, y), "aot_eager")
+    with pytest.raises(Exception, match="labels must be an integer tensor"):
+        f(unit_rows(8, 3, torch.float32, seed=1), torch.zeros(8))
+
+
 @pytest.mark.parametrize("name", ["smooth_ap", "recall_at_k"])
 @pytest.mark.parametrize("chunk_size", [None, 8])
 @pytest.mark.parametrize("backend_on", BACKENDS)

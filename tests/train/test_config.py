@@ -50,3 +50,19 @@ def test_configs_written_before_the_loss_registry_still_load():
     cfg = TrainConfig.from_dict(old).validate()
     assert cfg.num_bins is None
     assert TrainConfig.from_dict(dict(TrainConfig().to_dict(), num_bins=20)).num_bins == 20  # the AP loss keeps it
+
+
+def test_a_folder_run_stores_no_builtin_dataset_fields():
+    """config.json of a run on an image folder holds only what applies to it (not the digits'
+    classes nor the glyphs' sizes); runs that stored them still load, and such fields never count
+    as changed options on --resume."""
+    cfg = TrainConfig(dataset="/data/train", eval_dataset="/data/val").validate()
+    d = cfg.to_dict()
+    assert not {"train_classes", "imbalance", "glyphs_per_class", "glyph_size"} & set(d)
+    digits, glyphs = TrainConfig(dataset="digits").to_dict(), TrainConfig(dataset="glyphs").to_dict()
+    assert "train_classes" in digits and "glyph_size" not in digits
+    assert "glyph_size" in glyphs and "train_classes" not in glyphs
+    assert TrainConfig.from_dict(d) == cfg
+    old = TrainConfig.from_dict({**d, "train_classes": [0, 1], "glyph_size": 16})  # as earlier versions wrote
+    assert old.differences(cfg) == []
+    assert TrainConfig(dataset="digits").differences(cfg)[:2] == ["dataset", "eval_dataset"]

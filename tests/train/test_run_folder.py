@@ -102,3 +102,42 @@ def test_plan_start_for_a_file_and_an_orphaned_checkpoint(tmp_path):
     (tmp_path / "r" / "last.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="no config.json"):
         plan_start(tmp_path / "r", cfg, resume=True, overwrite=False)
+
+
+def test_runs_are_not_tied_to_the_folder_they_started_in(tmp_path, monkeypatch, capsys):
+    """Paths are stored absolute; resume and eval work from another folder; the same folder spelled
+    another way is not "other settings"; eval needs only the held-out set."""
+    from images import write_class_folders
+
+    write_class_folders(tmp_path / "data" / "train")
+    write_class_folders(tmp_path / "data" / "held")
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    args = ["--dataset", "../data/train", "--eval-dataset", "../data/held", "--image-size", "12", "--batch-size", "18",
+            "--dim", "4", "--threads", "1", "--quiet"]
+    assert main(["train", *args, "--epochs", "1", "--out", "run"]) == 0
+    saved = json.loads((work / "run" / "config.json").read_text())
+    assert saved["dataset"] == str(tmp_path / "data" / "train") and saved["eval_dataset"] == str(tmp_path / "data" / "held")
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(work / "run" / "best.pt")]) == 0  # the run's own held-out set, from anywhere
+    # the training set is not read without --whitening: gone, eval still works
+    (tmp_path / "data" / "train").rename(tmp_path / "data" / "moved")
+    assert main(["eval", str(work / "run" / "best.pt"), "--eval-dataset", str(tmp_path / "data" / "held")]) == 0
+    (tmp_path / "data" / "moved").rename(tmp_path / "data" / "train")
+    # resume from another folder, with the same dataset spelled absolutely
+    absolute = [a if not a.startswith("../") else str(work / a) for a in args]
+    assert main(["train", *absolute, "--epochs", "2", "--resume", "--out", str(work / "run")]) == 0
+    assert "other settings" not in capsys.readouterr().err
+    assert [json.loads(x)["epoch"] for x in (work / "run" / "metrics.jsonl").read_text().splitlines()
+            if "train_loss" in x] == [1, 2]
+
+
+def test_a_missing_revisited_folder_is_named(tmp_path, capsys):
+    cfg = TrainConfig(dataset="digits", dim=4, batch_size=32, epochs=1, steps_per_epoch=1, threads=1)
+    Trainer(cfg, tmp_path / "r", log=lambda m: None, progress=False).run()
+    for command in ("eval", "show"):
+        assert main([command, str(tmp_path / "r" / "last.pt"), "--revisited", str(tmp_path / "nope")]) == 2
+        err = capsys.readouterr().err
+        assert f"--revisited {tmp_path / 'nope'}: no such folder" in err and "Traceback" not in err

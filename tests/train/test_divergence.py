@@ -1,0 +1,44 @@
+"""A diverging run stops with one message that says where and what to try (never trains on NaN
+weights): apl's losses refuse non-finite descriptors, and a NaN loss of any loss is caught."""
+import pytest
+import torch
+
+import apl
+from apl.train import TrainConfig, Trainer
+from apl.train.divergence import TrainingDiverged, checked_step
+
+TINY = dict(dataset="digits", dim=8, batch_size=64, epochs=2, steps_per_epoch=2, threads=1)
+
+
+def test_non_finite_descriptors_and_losses_are_divergence():
+    x, y = torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2])
+    x[2, 1] = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 3, step 5: the descriptors are no longer "
+                                               r"finite \(NaN or Inf\)\. The last checkpoint .* lower --lr \(now 0\.5\)"):
+        checked_step(lambda a, b: apl.ap_loss(a, b), x, y, epoch=2, step=4, lr=0.5)
+    with pytest.raises(TrainingDiverged, match=r"the loss is nan\. .*or use --amp bf16"):
+        checked_step(lambda a, b: torch.tensor(float("nan")), x, y, epoch=0, step=0, lr=0.1, amp="fp16")
+    with pytest.raises(ValueError, match="num_bins") as err:  # other errors pass through unchanged
+        checked_step(lambda a, b: apl.ap_loss(a, b, num_bins=1), x.nan_to_num(), y, 0, 0, 0.1)
+    assert not isinstance(err.value, TrainingDiverged)
+
+
+def test_trainer_stops_on_a_nan_loss_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import apl.train.loop as loop
+
+    real, calls = loop.build_loss, []
+
+    def nan_in_second_epoch(*a, **k):
+        fn = real(*a, **k)
+
+        def loss(d, y):
+            calls.append(1)
+            value = fn(d, y)
+            return value * float("nan") if len(calls) > 2 else value
+        return loss
+
+    monkeypatch.setattr(loop, "build_loss", nan_in_second_epoch)
+    with pytest.raises(TrainingDiverged, match="training diverged at epoch 2, step 1: the loss is nan"):
+        Trainer(TrainConfig(**TINY), tmp_path / "r", log=lambda m: None, progress=False).run()
+    saved = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
