@@ -1,8 +1,11 @@
-"""`apl demo`: the AP losses against the baselines, same network, batches and budget for every
-loss, judged on classes the training never saw (`comparison`), the paper's parameter studies at
-this scale, and the cost of one loss step alone (`step_cost`)."""
-from .comparison import (DEMO_EPOCHS, DEMO_LOSSES, DEMO_SEEDS, STUDIES, base_config, comparison_config, run_demo,
-                         run_study)
+"""`apl demo`: every loss trained alike on generated character classes and judged on 150 classes it
+never saw (`comparison`, with the setting in `settings`), the paper's parameter studies at that
+scale (`studies`, and the batch-size study in `batch_study`), and the cost of one loss step alone
+(`step_cost`). `runs` and `tables` are their shared parts."""
+from .batch_study import run_batch_study
+from .comparison import run_demo
+from .settings import EPOCHS, LOSSES, SEEDS, TUNED, base_config, config
+from .studies import STUDIES, run_study
 
-__all__ = ["DEMO_EPOCHS", "DEMO_LOSSES", "DEMO_SEEDS", "STUDIES", "base_config", "comparison_config", "run_demo",
+__all__ = ["EPOCHS", "LOSSES", "SEEDS", "STUDIES", "TUNED", "base_config", "config", "run_batch_study", "run_demo",
            "run_study"]

@@ -58,7 +58,11 @@ def build(name: str, margin: Optional[float] = None, num_bins: Optional[int] = N
         _positive("margin", margin)
         return PMLLoss(losses.ContrastiveLoss(pos_margin=0.0, neg_margin=margin))
     if name == "multi-similarity":
-        return PMLLoss(losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1))
+        # --margin is the base lambda: similarity above which a negative (below which a positive)
+        # is weighted up; 0.5 in the authors' code, 1 in their paper.
+        _positive("margin", margin)
+        return PMLLoss(losses.MultiSimilarityLoss(alpha=2.0, beta=50.0, base=margin),
+                       miners.MultiSimilarityMiner(epsilon=0.1))
     if name == "fastap":
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
             raise ValueError(f"--bins must be an integer >= 2 for fastap, got {num_bins!r}")

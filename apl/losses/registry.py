@@ -2,9 +2,10 @@
 
 apl's own: the AP losses and the rank surrogates (Smooth-AP, Recall@k) on apl's kernels; the
 baselines are pytorch-metric-learning's (apl/losses/baselines.py).
-Defaults of the baselines (margin, temperature, bins) were chosen on a validation split of the
-*training* classes of the bundled digits, never on held-out classes: see
-benchmarks/tune_baselines.py and benchmarks/results/tune_baselines.json.
+Defaults of the baselines (margin, bins) were chosen on a validation split of the *training*
+classes of the bundled digits, never on held-out classes, by the first version of
+benchmarks/tune_losses.py (benchmarks/results/tune_baselines_digits.json). The demo trains each loss
+with its own settings, tuned the same way on the glyphs (apl/demo/settings.py).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ SPECS: dict[str, LossSpec] = {s.name: s for s in (
     LossSpec("triplet", "PML TripletMarginLoss with a TripletMarginMiner (all margin-violating triplets)", ("margin",),
              {"margin": 0.4}),
     LossSpec("contrastive", "PML ContrastiveLoss (positive margin 0, negative margin --margin)", ("margin",), {"margin": 0.5}),
-    LossSpec("multi-similarity", "PML MultiSimilarityLoss (alpha 2, beta 50, base 0.5) with its miner (epsilon 0.1)"),
+    LossSpec("multi-similarity", "PML MultiSimilarityLoss (alpha 2, beta 50, base --margin) with its miner (epsilon 0.1)",
+             ("margin",), {"margin": 0.5}),
     LossSpec("fastap", "PML FastAPLoss (Cakir et al., CVPR 2019)", ("num_bins",), {"num_bins": 10}),
 )}
 LOSSES = tuple(SPECS)

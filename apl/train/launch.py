@@ -57,7 +57,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 def setup(device_name: str) -> Launch:
     """The process layout from torchrun's environment (or a single process without it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
     if world <= 1:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import apl
-import peers
+from benchmarks import peers
+from helpers import peer
 from apl.losses import build_loss
 
 pytest.importorskip("pytorch_metric_learning")
@@ -42,7 +43,7 @@ def test_fastap_equals_the_authors_code(num_bins, seed):
     the derivative of their loss (it differentiates the sum of the APs with respect to the squared
     distances without the -2 x_j and the 1 / N of the mean): a learning-rate scale, nothing else.
     On the tangent of the unit sphere (the network normalises; PML's distance too) the two agree."""
-    theirs = peers.load("kunhe/FastAP-metric-learning", "pytorch/FastAP_loss.py")
+    theirs = peer("kunhe/FastAP-metric-learning", "pytorch/FastAP_loss.py")
     x, y = _batch(seed=seed)
     with peers.as_torch_1_on_cpu():
         # their code works in float32 (torch.zeros, torch.linspace defaults)
@@ -80,10 +81,12 @@ def _multi_similarity(x, y, alpha=2.0, beta=50.0, lam=0.5, eps=0.1):
     return torch.stack(losses).mean()
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_multi_similarity_equals_the_paper(seed):
+@pytest.mark.parametrize("seed, base", [(0, None), (1, None), (2, 1.0)])
+def test_multi_similarity_equals_the_paper(seed, base):
+    """Default base (lambda) 0.5 as the authors' code; --margin sets it (1.0: the paper's)."""
     x, y = _batch(seed=seed)
-    la, lb, ga, gb = _both(build_loss("multi-similarity"), _multi_similarity, x, y)
+    ours = build_loss("multi-similarity", margin=base)
+    la, lb, ga, gb = _both(ours, lambda x, y: _multi_similarity(x, y, lam=base or 0.5), x, y)
     assert abs(la.item() - lb.item()) < 1e-10
     torch.testing.assert_close(ga, gb, rtol=1e-7, atol=1e-10)
 

@@ -5,42 +5,22 @@ triplet mining the triplet loss stalled here at the untrained network's mAP: the
 every margin-violating triplet.)"""
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from apl.cli import main
-from apl.data import load_digits
 from apl.losses import LOSSES
+from benchmarks.digit_folders import write_digit_folders
 
 pytest.importorskip("pytorch_metric_learning")
 
 PER_CLASS = 40
 
 
-def _write_digit_folders(root, classes, seed=0):
-    """root/<digit>/<i>.png: digits upsampled to 24-40 px, tinted, with noise (RGB, mixed shapes)."""
-    images, labels = load_digits()
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        folder = root / f"digit{c}"
-        folder.mkdir(parents=True)
-        picks = (labels == c).nonzero().flatten()[:PER_CLASS]
-        for i, k in enumerate(picks.tolist()):
-            x = images[k, 0].numpy()
-            x = (x - x.min()) / max(1e-6, float(x.max() - x.min()))
-            size = (24 + 8 * (i % 3), 24 + 8 * ((i // 3) % 3))
-            grey = np.asarray(Image.fromarray((x * 255).astype(np.uint8)).resize(size, Image.BILINEAR), dtype=np.float64)
-            tint = rng.uniform(0.6, 1.0, 3)
-            rgb = grey[..., None] * tint + rng.normal(0, 12, grey.shape + (3,))
-            Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("digit_folders")
-    _write_digit_folders(root / "train", range(5))
-    _write_digit_folders(root / "eval", range(5, 10), seed=1)
+    write_digit_folders(root / "train", range(5), PER_CLASS)
+    write_digit_folders(root / "eval", range(5, 10), PER_CLASS, seed=1)
     return root
 
 

@@ -74,7 +74,8 @@ def test_build_loss_refuses_options_as_the_cli_does(name, options, message):
     (dict(loss="triplet", num_bins=30), r"loss 'triplet' does not take --bins \(it takes: --margin\)"),
     (dict(loss="triplet", class_balanced=True), r"does not take --class-balanced"),
     (dict(loss="fastap", temperature=0.1), r"loss 'fastap' does not take --temperature \(it takes: --bins\)"),
-    (dict(loss="multi-similarity", margin=0.1), r"does not take --margin \(it takes: none of"),
+    (dict(loss="multi-similarity", num_bins=10), r"loss 'multi-similarity' does not take --bins \(it takes: --margin\)"),
+    (dict(loss="multi-similarity", margin=-1.0), r"--margin must be a positive number"),
     (dict(loss="smoothap", num_bins=10), r"loss 'smoothap' does not take --bins"),
     (dict(loss="recall-at-k", recall_k="1,x"), r"--recall-k must be comma-separated integers"),
     (dict(loss="ap", recall_k="1,2"), r"loss 'ap' does not take --recall-k"),
@@ -113,6 +114,11 @@ def test_cli_trains_apl_losses_with_their_options(tmp_path, loss, options):
     assert cfg["loss"] == loss.replace("_", "-") and cfg["sampler"] == "spread"  # any layout, aliases stored by name
 
 
+# The quick setting of the digits: the 5 training digits, P x K batches, 4 epochs on one thread.
+DIGITS = TrainConfig(dataset="digits", backbone="small_cnn", dim=32, batch_size=250, sampler="pk", images_per_class=50,
+                     epochs=4, lr=1e-3, seed=0, threads=1, device="cpu")
+
+
 def _chance_map(labels: torch.Tensor) -> float:
     """Expected AP of a random ranking: the fraction of positives among the other items."""
     counts = torch.bincount(labels)[labels].double()
@@ -122,12 +128,10 @@ def _chance_map(labels: torch.Tensor) -> float:
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", LOSSES)
 def test_each_loss_learns_on_the_digits(loss, tmp_path):
-    """A short training (the demo's P x K setting, 4 epochs): the mAP of the training classes
-    (their images without augmentation) rises clearly above the untrained network's, and the
-    held-out mAP stays far above chance: no baseline collapses with its defaults."""
-    from apl.demo import comparison_config
-
-    cfg = dataclasses.replace(comparison_config(4, seed=0), loss=loss, threads=1, device="cpu")
+    """A short training (P x K batches of the 5 training digits, 4 epochs): the mAP of the training
+    classes (their images without augmentation) rises clearly above the untrained network's, and the
+    held-out mAP stays far above chance: no loss collapses with its defaults."""
+    cfg = dataclasses.replace(DIGITS, loss=loss)
     torch.manual_seed(cfg.seed)
     untrained = build_model(cfg, 1).eval()
     seen, held_out = split_digits(cfg.train_classes)
@@ -142,9 +146,7 @@ def test_each_loss_learns_on_the_digits(loss, tmp_path):
 
 @pytest.mark.slow
 def test_trainer_with_memory_resumes_its_memory(tmp_path):
-    from apl.demo import base_config
-
-    cfg = dataclasses.replace(base_config(2, seed=0), memory=300, steps_per_epoch=2, batch_size=64, threads=1, device="cpu")
+    cfg = dataclasses.replace(DIGITS, epochs=2, memory=300, steps_per_epoch=2, batch_size=64, images_per_class=8)
     full = Trainer(cfg, tmp_path / "full", log=lambda m: None, progress=False).run()
     Trainer(cfg, tmp_path / "cut", log=lambda m: None, progress=False).run(stop_after=1)
     resumed = Trainer(cfg, tmp_path / "cut", log=lambda m: None, progress=False).run(resume=True)

@@ -1,0 +1,88 @@
+"""`apl demo` end to end at a tiny budget (the full run takes about 15 minutes on 2 cores): the
+table's rows, their seeds and means, the cost columns, the plots; a parameter study; the batch-size
+study with a run that cannot fit its memory limit reported as such; a diverged run counted with what
+it kept; and the demo's tuned settings equal to the tuning results they were copied from."""
+import json
+from pathlib import Path
+
+import pytest
+
+from apl.cli import main
+from apl.demo import LOSSES, TUNED, config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_table_and_pictures(tmp_path, capsys):
+    assert main(["demo", "--epochs", "1", "--seeds", "0", "1", "--losses", "ap", "smoothap", "triplet",
+                 "--glyphs-per-class", "4", "--threads", "1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["loss"] for r in rows] == ["untrained network", "ap", "smoothap", "triplet"]
+    assert all(0 < r["map@r"] <= 1 and 0 < r["map"] <= 1 and r["seeds"] == 2 and len(r["runs"]) == 2 for r in rows)
+    for r in rows:  # the mean is the mean of the per-seed results
+        assert r["map@r"] == pytest.approx(sum(x["eval_map@r"] for x in r["runs"]) / 2)
+    assert all(r["step_ms"] > 0 and r["peak_mb"] is not None for r in rows[1:])  # each loss step measured alone
+    for name in ("curves.png", "pr_curves.png", "ranks.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "150 unseen classes ranked" in out and "| held-out MAP@R |" in out and "loss step (ms, 1 thread)" in out
+    assert "| untrained network |" in out and "| smoothap |" in out
+
+
+def test_a_study_writes_its_table_and_plot(tmp_path):
+    assert main(["demo", "--study", "whitening", "--epochs", "1", "--seeds", "0", "--threads", "1",
+                 "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "whitening" / "results.json").read_text())
+    assert [r["setting"] for r in rows] == ["off", "on"] and all("map@r" in r for r in rows)
+    assert (tmp_path / "whitening" / "study_whitening.png").is_file()
+
+
+def test_batch_study_reports_what_cannot_run(tmp_path):
+    from apl.demo.batch_study import run_batch_study
+
+    rows = run_batch_study(tmp_path, losses=("ap",), batches=(64,), steps=2, log=lambda m: None)
+    assert rows[0]["status"] == "ok" and rows[0]["step_s"] > 0 and 0 < rows[0]["map@r"] <= 1
+    starved = run_batch_study(tmp_path / "starved", losses=("ap",), batches=(64,), steps=2, memory_gb=0.3,
+                              log=lambda m: None)
+    assert starved[0]["status"] == "memory"
+    assert "cannot run (memory)" in (tmp_path / "starved" / "batch" / "results.md").read_text()
+
+
+def test_every_loss_has_tuned_settings_from_the_tuning_results():
+    results = ROOT / "benchmarks" / "results" / "tune_losses.json"
+    if not results.is_file():
+        pytest.skip("benchmarks/results/tune_losses.json is only in a source checkout")
+    chosen = json.loads(results.read_text())["chosen"]
+    assert set(TUNED) == set(LOSSES) == set(chosen)
+    for loss, values in chosen.items():
+        assert TUNED[loss] == {k: v for k, v in values.items() if k != "validation_map@r"}, loss
+        cfg = config(loss)
+        assert all(getattr(cfg, k) == v for k, v in TUNED[loss].items())
+
+
+@pytest.mark.parametrize("nan_from_call", [1, 4])
+def test_a_diverged_run_counts_with_what_it_kept(tmp_path, monkeypatch, nan_from_call):
+    """The demo goes on past a run that diverges, counting it as its last checkpoint (or the untrained
+    network when it diverged in the first epoch), and the table says so."""
+    import apl.train.loop as loop
+    from apl.demo.runs import train
+    from apl.demo.tables import markdown, summary
+
+    real, calls = loop.build_loss, []
+
+    def nan_later(*a, **k):
+        fn = real(*a, **k)
+
+        def loss(d, y):
+            calls.append(1)
+            return fn(d, y) * (float("nan") if len(calls) >= nan_from_call else 1.0)
+        return loss
+
+    monkeypatch.setattr(loop, "build_loss", nan_later)
+    cfg = config("ap", epochs=3, glyphs_per_class=4, steps_per_epoch=2)
+    logged = []
+    history, _ = train(cfg, tmp_path / "ap" / "seed0", logged.append)
+    assert "training diverged" in history[-1]["diverged"] and "DIVERGED" in logged[0]
+    assert history[-1]["epoch"] == (0 if nan_from_call == 1 else 1) and 0 < history[-1]["eval_map@r"] <= 1
+    row = summary("loss", "ap", [history[-1]], [1.0])
+    assert row["diverged"] == 1 and "| ap (1 of 1 runs diverged) |" in markdown([row], "loss")
