@@ -18,7 +18,7 @@ Methods (self retrieval, every image a query against the others, D = 512, float3
 The authors' code comes from APL_PEER_REPOS (benchmarks/peers.py); without it their rows say so.
 Layouts: "classes of 8" (B / 8 classes of 8 images) and "classes of 64" (many positives per query), of
 random unit vectors (every score within about 0.2 of 0: what an untrained network gives); and
-"classes of 64, clustered": each image its class's centre plus noise, so that positives score
+"clustered classes of 64": each image its class's centre plus noise, so that positives score
 about 0.55 and negatives about 0, with overlapping tails (what a trained network gives; where
 apl's CPU kernel skips the saturated sigmoids, docs/rank_losses.md).
 Each measurement runs in a fresh process under a --memory-gb address-space limit, so a method that
@@ -41,7 +41,7 @@ SIZES = (256, 512, 1024, 2048, 4096, 8192, 16384)
 # Beyond this, only the streaming rows and the GEMMs run (the others need B x B tensors or worse).
 STREAM_ONLY_FROM = 8192
 # name -> (images per class, clustered)
-LAYOUTS = {"classes of 8": (8, False), "classes of 64": (64, False), "classes of 64, clustered": (64, True)}
+LAYOUTS = {"classes of 8": (8, False), "classes of 64": (64, False), "clustered classes of 64": (64, True)}
 
 
 def make_step(method: str, x, y, chunk: int):
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of each measurement")
     p.add_argument("--quick", action="store_true", help="B in {256, 512}, classes of 8 only: a smoke run")
     p.add_argument("--out", default=str(RESULTS))
-    p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layout names")
+    p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layout names (no layout name has a comma)")
     p.add_argument("--worker", nargs=5, metavar=("METHOD", "B", "D", "PER_CLASS", "CLUSTERED"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:

@@ -3,7 +3,8 @@ train from scratch with it, and not without it?
 
 For each dataset and head ("plain": GeM -> whitening -> L2, the earlier network; "batchnorm": a
 BatchNorm before the whitening, today's default), the untrained network's mean pairwise cosine on
-the held-out images (1.0: every image maps to one descriptor, a single tie for AP_Q), its held-out
+the held-out images (1.0: every image maps to one descriptor, a single tie for AP_Q) in eval mode and
+on a training batch in training mode (what the loss sees at the first step), its held-out
 MAP@R, and the MAP@R after training with the AP loss (M = 20), over 3 seeds. Datasets:
 - glyphs: the demo's (149 training classes of generated characters, 150 unseen);
 - digits: the bundled UCI digits, 8 x 8 grey (digits 0-4 trained, 5-9 unseen);
@@ -51,10 +52,22 @@ def configs(folder: Path) -> dict[str, TrainConfig]:
 def untrained(cfg: TrainConfig, seed: int) -> dict:
     held_out = build_datasets(cfg, augment=False)[1]
     torch.manual_seed(seed)
-    d, y = extract(build_model(cfg, in_channels(cfg)).eval(), held_out)
-    cos = d @ d.T
-    off = cos[~torch.eye(len(d), dtype=torch.bool)]
-    return {"mean_cosine": float(off.mean()), "min_cosine": float(off.min()), "map@r": retrieval_metrics(d, y)["map@r"]}
+    model = build_model(cfg, in_channels(cfg))
+    d, y = extract(model.eval(), held_out)
+    # What the loss sees at the first step: a training batch (training transform: one image size)
+    # through the model in training mode. The BatchNorm head standardises with the batch's
+    # statistics; in eval mode an untrained head's running statistics are the identity, so the eval
+    # descriptors are as collapsed as without it.
+    loader = torch.utils.data.DataLoader(build_datasets(cfg)[0], batch_size=cfg.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    first = model.train()(next(iter(loader))[0])
+    return {"mean_cosine": _mean_cosine(d), "first_step_mean_cosine": _mean_cosine(first),
+            "map@r": retrieval_metrics(d, y)["map@r"]}
+
+
+def _mean_cosine(d: torch.Tensor) -> float:
+    off = (d @ d.T)[~torch.eye(len(d), dtype=torch.bool)]
+    return float(off.mean())
 
 
 def trained(cfg: TrainConfig, seed: int, work: Path) -> float:
@@ -88,9 +101,11 @@ def main(argv=None) -> list[dict]:
                 after = [trained(cfg, s, work) for s in SEEDS]
                 row = {"dataset": name, "head": head,
                        "untrained_mean_cosine": _stats([b["mean_cosine"] for b in before]),
+                       "first_step_mean_cosine": _stats([b["first_step_mean_cosine"] for b in before]),
                        "untrained_map@r": _stats([b["map@r"] for b in before]), "ap_map@r": _stats(after)}
                 rows.append(row)
-                print(f"{name:13s} {head:9s} untrained cosine {row['untrained_mean_cosine']['mean']:.3f}  "
+                print(f"{name:13s} {head:9s} untrained cosine {row['untrained_mean_cosine']['mean']:.3f} (eval), "
+                      f"{row['first_step_mean_cosine']['mean']:.3f} (first step)  "
                       f"MAP@R untrained {row['untrained_map@r']['mean']:.4f} -> ap {row['ap_map@r']['mean']:.4f} "
                       f"± {row['ap_map@r']['std']:.4f}", flush=True)
     report = {"seeds": SEEDS, "rows": rows, "minutes": round((time.perf_counter() - t0) / 60, 1),

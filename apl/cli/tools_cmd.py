@@ -15,7 +15,7 @@ and ranks 150 classes it never saw. Same batches and budget for every loss, each
 settings chosen on a validation split of the training classes (apl/demo/settings.py). Prints and
 writes the table (MAP@R, mAP, R-precision, P@1, Recall@10 as mean ± std over the seeds, with the
 untrained network's row and the cost of a loss step), curves.png, pr_curves.png and ranks.png.
-About 4 minutes on 2 CPU cores. --study runs one of the paper's parameter studies instead.
+About 15 minutes on 2 CPU cores. --study runs one of the paper's parameter studies instead.
 """
 
 

@@ -52,7 +52,8 @@ def add(sub) -> None:
                    help=f"histogram bins of ap / tie-aware (default {SPECS['ap'].defaults['num_bins']}) and fastap "
                         f"(default {SPECS['fastap'].defaults['num_bins']})")
     p.add_argument("--class-balanced", action="store_true",
-                   help="apl's losses: weigh queries by 1 / (images of their class in the batch)")
+                   help="apl's losses: weigh queries by 1 / (images of their class in the batch); both samplers put "
+                        "about as many images of each class in a batch, so it changes little here")
     p.add_argument("--margin", type=float, default=None,
                    help=f"margin of triplet (default {SPECS['triplet'].defaults['margin']}), contrastive "
                         f"(negative margin, default {SPECS['contrastive'].defaults['margin']}) and multi-similarity "

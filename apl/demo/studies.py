@@ -17,11 +17,6 @@ from .tables import markdown, summary
 STUDIES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "bins": ("number of bins M", [(f"M={m}", {"num_bins": m}) for m in (5, 10, 20, 40)]),
     "tie-aware": ("AP variant", [("AP_Q", {"loss": "ap"}), ("AP_T (tie-aware)", {"loss": "tie-aware"})]),
-    "class-balanced": (
-        "query weights on an imbalanced training set (class k keeps 0.98^k of its images)",
-        [("uniform", {"class_balanced": False, "imbalance": 0.02}),
-         ("class-balanced", {"class_balanced": True, "imbalance": 0.02})],
-    ),
     "whitening": ("PCA-whitening of the descriptors at test time", [("off", {"whitening": False}), ("on", {"whitening": True})]),
     "memory": ("cross-batch memory: each batch of 256 also ranked against the last N training descriptors",
                [(f"N={n}", {"memory": n}) for n in (0, 256, 512, 1024)]),

@@ -90,3 +90,26 @@ def test_bench_loader_smoke_run(tmp_path):
     assert all(row["images_per_s"] > 0 for row in data["training"])
     assert data["same_loss_for_every_worker_count"] is True
     assert data["extraction_mixed_shapes"]["one_at_a_time"]["seconds"] > 0
+
+
+def test_bench_rank_default_layouts_parse():
+    """The layouts option is a comma-separated list: a name with a comma would break the default run."""
+    from benchmarks import bench_rank
+
+    assert all("," not in name for name in bench_rank.LAYOUTS)
+    with pytest.raises(SystemExit):
+        bench_rank.main(["--layouts", "classes of 9", "--sizes", "256", "--methods", "gemm"])
+
+
+def test_head_check_sees_the_spread_the_loss_sees():
+    """At the first step (training mode) the BatchNorm head spreads the untrained descriptors that the
+    plain head leaves collapsed; in eval mode both are collapsed (untrained running statistics)."""
+    import dataclasses
+
+    from benchmarks.head_check import untrained
+    from apl.train import TrainConfig
+
+    cfg = TrainConfig(dataset="digits", loss="ap", dim=64, sampler="pk", batch_size=100, images_per_class=20)
+    plain, bn = (untrained(dataclasses.replace(cfg, head=h), 0) for h in ("plain", "batchnorm"))
+    assert plain["first_step_mean_cosine"] > 0.99 and bn["first_step_mean_cosine"] < 0.5
+    assert plain["mean_cosine"] > 0.99 and bn["mean_cosine"] > 0.99

@@ -86,3 +86,4 @@ def test_a_diverged_run_counts_with_what_it_kept(tmp_path, monkeypatch, nan_from
     assert history[-1]["epoch"] == (0 if nan_from_call == 1 else 1) and 0 < history[-1]["eval_map@r"] <= 1
     row = summary("loss", "ap", [history[-1]], [1.0])
     assert row["diverged"] == 1 and "| ap (1 of 1 runs diverged) |" in markdown([row], "loss")
+
