@@ -32,13 +32,13 @@ from . import losses as apl_losses
 from .ops import core, reference, reference_rank, validation as V
 from .ops.variants import RANK_KINDS
 
-try:
-    from pytorch_metric_learning import losses as pml_losses
-    from pytorch_metric_learning.losses import BaseMetricLossFunction
-    from pytorch_metric_learning.reducers import MeanReducer
-    from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
-except ImportError as err:  # a declared dependency; only a broken install gets here
-    raise ImportError("apl.pml needs pytorch-metric-learning: pip install --no-deps pytorch-metric-learning==2.9.0") from err
+from .extras import require
+
+require("pml", "apl.pml")
+from pytorch_metric_learning import losses as pml_losses  # noqa: E402
+from pytorch_metric_learning.losses import BaseMetricLossFunction  # noqa: E402
+from pytorch_metric_learning.reducers import MeanReducer  # noqa: E402
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu  # noqa: E402
 
 __all__ = ["APLoss", "SmoothAPLoss", "RecallAtKLoss", "CrossBatchMemory"]
 

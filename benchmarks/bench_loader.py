@@ -27,7 +27,8 @@ from PIL import Image
 
 from apl.data import ImageList, eval_transform
 from apl.nn import RetrievalNet
-from apl.train import TrainConfig, Trainer, extract
+from apl.evaluation import extract
+from apl.train import TrainConfig, Trainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

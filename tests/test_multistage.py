@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import listwise_loss
-from apl.train import MultistageStep, multistage_step
+from apl.multistage import MultistageStep, multistage_step
 
 
 def mlp(dropout: float = 0.0, bn: bool = False, dtype=torch.float64) -> nn.Module:

@@ -7,27 +7,44 @@
 - `tools_cmd`: `apl demo`, `apl check-images`.
 
 The benchmarks are scripts of the source tree (`python -m benchmarks.bench_loss`), not commands.
+Every command but `selftest` needs the extra apl[train]; without it, the command says so in one line.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Optional
 
-from . import eval_cmd, selftest_cmd, show_cmd, tools_cmd, train_cmd
+from ..extras import MissingExtraError
 from .common import USER_ERRORS, HelpFormatter
+
+# (command, module, the module's function that adds it), in the order of `apl --help`
+COMMANDS = (("demo", "tools_cmd", "add_demo"), ("train", "train_cmd", "add"), ("eval", "eval_cmd", "add"),
+            ("extract", "eval_cmd", None), ("show", "show_cmd", "add"), ("check-images", "tools_cmd", "add_check_images"),
+            ("selftest", "selftest_cmd", "add"))
+
+
+def _unavailable(sub, name: str, error: MissingExtraError) -> None:
+    def run(a):
+        raise error
+    p = sub.add_parser(name, help=f"(needs apl[train]) {name}", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="apl", formatter_class=HelpFormatter,
                                 description="Train and evaluate image retrieval with the listwise AP loss.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    tools_cmd.add_demo(sub)
-    train_cmd.add(sub)
-    eval_cmd.add(sub)
-    show_cmd.add(sub)
-    tools_cmd.add_check_images(sub)
-    selftest_cmd.add(sub)
+    for name, module, adder in COMMANDS:
+        try:
+            mod = importlib.import_module(f".{module}", __name__)
+        except MissingExtraError as exc:  # a command whose extra is not installed still answers, in one line
+            _unavailable(sub, name, exc)
+            continue
+        if adder is not None:
+            getattr(mod, adder)(sub)
     return p
 
 

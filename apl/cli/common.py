@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..train.checkpoint import NotAnAplCheckpointError
-
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, keeps description paragraphs as written."""
@@ -18,9 +16,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 # Raised for bad input or faults a user can fix (missing files, corrupt images, unknown names,
-# missing optional packages); anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ImportError, NotAnAplCheckpointError, NotADirectoryError,
-               IsADirectoryError, PermissionError)
+# missing optional packages; a bad checkpoint is a ValueError); anything else is a bug and keeps its
+# traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, ImportError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
 
 _UNSET = object()
 

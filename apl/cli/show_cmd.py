@@ -39,7 +39,7 @@ def _check(a: argparse.Namespace) -> None:
 
 def run_show(a: argparse.Namespace) -> int:
     from ..evaluation.rankings import check_counts
-    from ..evaluation.show import save_rankings, save_revisited_rankings
+    from ..plots.show import save_rankings, save_revisited_rankings
 
     _check(a)  # before the checkpoint is read
     model, cfg, scales = _setup(a)

@@ -64,7 +64,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = EPOCHS, seeds: Sequenc
         d, y = extract(model, held_out)
         pr[loss] = precision_recall_curve(d, y)
         if loss == losses[0]:
-            from ..evaluation.show import save_rankings
+            from ..plots.show import save_rankings
 
             save_rankings(model, held_out, out / "ranks.png", descriptors=d,
                           title=f"{loss} loss, seed {seeds[0]}: top 10 of 8 unseen queries (green: same character, red: another)")

@@ -2,7 +2,7 @@
 on labelled descriptors (`metrics`), the Revisited Oxford / Paris protocol (`revisited`),
 PCA-whitening, alpha-QE / alpha-DBA, chunked similarity search (`search`); descriptors of a dataset
 through a model and the held-out evaluation (`extraction`); the names and formatting of the
-held-out metrics (`report`), all of them in one pass (`summary`); rankings of a few queries (`rankings`) and their pictures (`show`)."""
+held-out metrics (`report`), all of them in one pass (`summary`); and rankings of a few queries (`rankings`; their pictures are `apl.plots`)."""
 from .expansion import alpha_database_augmentation, alpha_query_expansion
 from .extraction import describe, evaluate, extract
 from .metrics import (

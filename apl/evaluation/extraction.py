@@ -18,7 +18,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.loaders import loader_options
 from ..distributed import all_gather_embeddings
 from .summary import retrieval_metrics
 from .whitening import PCAWhitening
@@ -95,6 +94,8 @@ def extract(
     initialised process group) every rank describes every W-th image and all ranks get the whole
     result, in dataset order.
     """
+    from ..data.loaders import loader_options  # apl.data needs apl[train]; the metrics above do not
+
     _check_channels(model, dataset)
     device = next(model.parameters()).device
     was_training = model.training

@@ -8,7 +8,7 @@ positives are correct, its junk is junk (the metrics skip it), the rest is wrong
 the query's AP (the exact AP, or the protocol's AP for Revisited), as `apl eval` computes them.
 
 Queries are chosen by `choose_queries`: deterministic for a seed, spread over the classes.
-Drawing is `apl.plots.rankings`; `apl.evaluation.show` runs a model end to end.
+Drawing is `apl.plots.rankings`; `apl.plots.show` runs a model end to end.
 """
 from __future__ import annotations
 

@@ -15,13 +15,9 @@ from torch import nn
 
 
 def _pml():
-    try:
-        import pytorch_metric_learning  # noqa: F401
-    except ImportError as err:  # a declared dependency; only a broken install gets here
-        raise ImportError(
-            "the baseline losses need pytorch-metric-learning: pip install --no-deps pytorch-metric-learning==2.9.0 "
-            "scikit-learn tqdm"
-        ) from err
+    from ..extras import require
+
+    require("pml", "the baseline losses (triplet, contrastive, multi-similarity, fastap)")
     from pytorch_metric_learning import losses, miners
 
     return losses, miners

@@ -9,7 +9,7 @@
 - `selftest`: the compiled kernels against the reference on each device;
 - `validation`: argument checks of the public API; `variants`: variant names and constants;
 - `health`: checks of a batch as the loss sees it (one big tie, queries without a positive);
-- `notices`: warnings given once per process; `cuda_arch`: GPU architectures for setup.py.
+- `notices`: warnings given once per process.
 
 The public API on top is `apl.functional` and the loss modules; nothing here imports them.
 """

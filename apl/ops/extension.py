@@ -6,6 +6,9 @@ kernels of each device it was built for; what it holds is then asked of the disp
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 _C = None
@@ -15,6 +18,15 @@ try:
     from .. import _C  # type: ignore[attr-defined, no-redef]
 except Exception as exc:  # ImportError, undefined symbols after a torch upgrade, ...
     _LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def build_info() -> dict:
+    """What setup.py recorded about the build (apl/_build.json): torch release, whether the CUDA
+    kernels were built and why not. Empty when the file is missing (a build from before it)."""
+    try:
+        return json.loads((Path(__file__).resolve().parent.parent / "_build.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def has_kernel(op: str, dispatch_key: str) -> bool:
@@ -28,9 +40,11 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
 def cpu_status() -> tuple[bool, str]:
     """Whether the compiled CPU kernels can be used, and why not."""
     if _C is None:
+        built = build_info().get("torch")
+        other = f"; it was built against torch {built}, this is torch {torch.__version__}" if built and built != torch.__version__ else ""
         return False, (
-            f"the compiled extension apl._C could not be loaded ({_LOAD_ERROR}); "
-            "reinstall with `pip install --no-build-isolation -e .`"
+            f"the compiled extension apl._C could not be loaded ({_LOAD_ERROR}){other}; "
+            "rebuild it with `bash install.sh` or `pip install --no-build-isolation -e .`"
         )
     if not has_kernel("ap_self", "CPU"):
         return False, "apl._C loaded but registered no CPU kernel for apl::ap_self"
@@ -42,10 +56,9 @@ def cuda_status() -> tuple[bool, str]:
     if _C is None:
         return False, f"the compiled extension apl._C could not be loaded ({_LOAD_ERROR})"
     if not has_kernel("ap_self", "CUDA"):
-        return False, (
-            "apl._C was built without CUDA (torch without CUDA, no nvcc, or APL_CPU_ONLY=1 "
-            "at build time)"
-        )
+        why = build_info().get("why_no_cuda_kernels")
+        return False, (f"apl._C was built without its CUDA kernels ({why})" if why else
+                       "apl._C was built without CUDA (torch without CUDA, no CUDA toolkit, or APL_CPU_ONLY=1 at build time)")
     if not torch.cuda.is_available():
         return False, "apl._C has CUDA kernels but torch sees no CUDA device"
     return True, "compiled CUDA kernels (apl._C)"

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from apl.cli import main
 from apl.data import ImageList, eval_transform
 from apl.nn import RetrievalNet
-from apl.train import describe, extract
+from apl.evaluation import describe, extract
 from images import write_class_folders
 
 SHAPES = [(12, 12), (10, 16), (18, 9), (14, 11)]

@@ -13,7 +13,7 @@ from apl.data import Compose, Normalize, ResizeMax, split_digits
 from apl.train import TrainConfig, Trainer, load_model
 from apl.evaluation.rankings import (CORRECT, JUNK, WRONG, check_counts, choose_queries, rank_labelled, result_kinds,
                                      revisited_result_kinds)
-from apl.evaluation.show import save_rankings
+from apl.plots.show import save_rankings
 from apl.plots.rankings import FRAME_COLOURS, display_image
 from images import write_class_folders
 
@@ -70,7 +70,7 @@ def test_choose_queries_is_seeded_and_spread_over_classes():
 
 
 def test_revisited_queries_are_spread_over_landmarks():
-    from apl.evaluation.show import _landmark
+    from apl.plots.show import _landmark
 
     names = ["all_souls_000013", "all_souls_000026", "ashmolean_000058", "ashmolean_000000", "radcliffe_camera_000519", "odd"]
     assert [_landmark(n) for n in names] == ["all_souls", "all_souls", "ashmolean", "ashmolean", "radcliffe_camera", "odd"]

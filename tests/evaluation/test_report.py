@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from apl import evaluation
-from apl.train import (FIELD_METRICS, HELD_OUT_METRICS, format_metrics, mean_over_seeds, metric_cell, metric_label,
-                       metrics_table, retrieval_metrics)
+from apl.evaluation.report import (FIELD_METRICS, HELD_OUT_METRICS, format_metrics, mean_over_seeds, metric_cell,
+                                   metric_label, metrics_table)
+from apl.evaluation.summary import retrieval_metrics
 
 
 def _set(n=30, d=4, classes=4, seed=0):

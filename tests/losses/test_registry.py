@@ -10,7 +10,8 @@ import torch
 from apl.cli import main
 from apl.data import split_digits
 from apl.losses import LOSSES, SPECS, PMLLoss, build_loss
-from apl.train import TrainConfig, Trainer, extract, load_model
+from apl.evaluation import extract
+from apl.train import TrainConfig, Trainer, load_model
 from apl.train.checkpoint import build_model
 from apl.evaluation import mean_average_precision
 

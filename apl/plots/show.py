@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .extraction import extract
-from .rankings import CORRECT, JUNK, WRONG, Ranking, check_counts, choose_queries, rank_labelled, rank_revisited
-from .revisited import PROTOCOLS, protocol_lists
-from ..plots.rankings import display_image, draw_rankings
+from ..evaluation.extraction import extract
+from ..evaluation.rankings import CORRECT, JUNK, WRONG, Ranking, check_counts, choose_queries, rank_labelled, rank_revisited
+from ..evaluation.revisited import PROTOCOLS, protocol_lists
+from .rankings import display_image, draw_rankings
 
 _WITH_POSITIVE = "images with another image of their class"
 

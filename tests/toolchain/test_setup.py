@@ -1,4 +1,4 @@
-"""Build configuration (setup.py, apl/ops/cuda_arch.py), without a GPU: the GPU architectures the CUDA
+"""Build configuration (setup.py, apl/toolchain/cuda_arch.py), without a GPU: the GPU architectures the CUDA
 kernels are built for, and a clear message when torch is missing at build time."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from apl.ops.cuda_arch import cuda_arch_list, parse_nvcc_version
+from apl.toolchain.cuda_arch import cuda_arch_list, parse_nvcc_version
 
 ROOT = Path(__file__).resolve().parents[2]
 
