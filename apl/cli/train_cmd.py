@@ -9,7 +9,7 @@ from pathlib import Path
 from ..losses import LOSSES, SPECS
 from ..losses.registry import canonical
 from ..nn import BACKBONES, HEADS
-from ..train.config import AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, WHITENING_INITS, TrainConfig
+from ..train.config import DEFAULT_LR, AMP_DTYPES, OPTIMIZERS, SAMPLERS, SCHEDULES, WHITENING_INITS, TrainConfig
 from .common import HelpFormatter, add_data_options, add_loader_options, after_command, explicit_options
 
 DESCRIPTION = """\
@@ -52,8 +52,9 @@ def add(sub) -> None:
                    help=f"histogram bins of ap / tie-aware (default {SPECS['ap'].defaults['num_bins']}) and fastap "
                         f"(default {SPECS['fastap'].defaults['num_bins']})")
     p.add_argument("--class-balanced", action="store_true",
-                   help="apl's losses: weigh queries by 1 / (images of their class in the batch); both samplers put "
-                        "about as many images of each class in a batch, so it changes little here")
+                   help="apl's losses: weigh queries by 1 / (images of their class in the batch), so that every class of "
+                        "the batch weighs the same (the paper's eq. 12); with --sampler pk or spread the classes of a batch "
+                        "have about the same count, so it matters with --sampler random on imbalanced classes")
     p.add_argument("--margin", type=float, default=None,
                    help=f"margin of triplet (default {SPECS['triplet'].defaults['margin']}), contrastive "
                         f"(negative margin, default {SPECS['contrastive'].defaults['margin']}) and multi-similarity "
@@ -72,16 +73,20 @@ def add(sub) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (all processes together)")
     p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS,
                    help="pk: batch-size / images-per-class random classes (every class when there are fewer), the batch "
-                        "split evenly over them, so every query has positives; spread: the batch spread over all classes "
-                        "(the paper's, for classes with many images)")
+                        "split evenly over them, so every query has positives (classes with fewer images give all they "
+                        "have, classes of one image are never drawn); spread: the batch spread over all classes; random: "
+                        "images drawn uniformly from the whole set, whatever their class (the paper's on Landmarks-clean). "
+                        "No image is ever twice in a batch")
     p.add_argument("--images-per-class", type=int, default=d.images_per_class,
-                   help="--sampler pk: images of each class in a batch, at least")
+                   help="--sampler pk: images of each class in a batch (K >= 2), at least")
     p.add_argument("--chunk-size", type=int, default=None, help="multistage backprop: images per recomputed chunk (memory of one chunk, any batch size)")
     p.add_argument("--amp", default=None, choices=AMP_DTYPES, help="mixed precision for the forward passes (the loss stays float32); fp16 uses a gradient scaler")
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs in all; with --resume, a larger value extends the run")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: about one pass over the training images)")
     p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="adam is AdamW")
-    p.add_argument("--lr", type=float, default=d.lr, help="base learning rate")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"base learning rate (default: {DEFAULT_LR['small']:g} for the small CNNs, {DEFAULT_LR['resnet']:g} "
+                        "for the ResNets, which diverge from scratch at larger rates)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="weight decay")
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES, help="learning-rate schedule over all steps of the run")
     p.add_argument("--whitening", action="store_true", help="evaluate with a PCA-whitening learned on the training images' descriptors")

@@ -66,12 +66,17 @@ class ResNetBackbone(nn.Module):
 
     With `freeze_batchnorm` (default) the BatchNorm layers keep their statistics and stay in eval
     mode, so a descriptor does not depend on its batch (same reason as in `SmallCNN`).
+    With `in_channels=1` grey images are accepted and repeated over the three input channels (the
+    network, and pretrained weights, stay those of RGB images).
     """
 
-    def __init__(self, name: str = "resnet50", pretrained: bool = False, freeze_batchnorm: bool = True) -> None:
+    def __init__(self, name: str = "resnet50", pretrained: bool = False, freeze_batchnorm: bool = True,
+                 in_channels: int = 3) -> None:
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"unknown ResNet {name!r}; available: {', '.join(RESNETS)}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"backbone {name!r} takes RGB (3-channel) or grey (1-channel) images, got in_channels={in_channels}")
         try:
             models = importlib.import_module("torchvision.models")
         except ImportError as err:
@@ -85,7 +90,7 @@ class ResNetBackbone(nn.Module):
             net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
         )
         self.out_channels = net.fc.in_features
-        self.in_channels = 3
+        self.in_channels = in_channels
         self.freeze_batchnorm = freeze_batchnorm
         if freeze_batchnorm:
             for m in self.modules():
@@ -103,20 +108,21 @@ class ResNetBackbone(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
         return self.features(x)
 
 
 def build_backbone(name: str, in_channels: int = 3, pretrained: bool = False, **kwargs) -> nn.Module:
     """A backbone by name (see `BACKBONES`); extra keyword arguments go to its constructor.
 
-    ResNets take RGB input only; `pretrained` applies to them (the small CNN has no weights to load).
+    ResNets take RGB input, or grey input repeated over the three channels (`in_channels=1`);
+    `pretrained` applies to them (the small CNN has no weights to load).
     """
     if name in SMALL_CNNS:
         if pretrained:
             raise ValueError(f"{name!r} has no pretrained weights")
         return SmallCNN(in_channels=in_channels, **{"widths": SMALL_CNNS[name], **kwargs})
     if name in RESNETS:
-        if in_channels != 3:
-            raise ValueError(f"backbone {name!r} takes 3-channel (RGB) images, got in_channels={in_channels}")
-        return ResNetBackbone(name, pretrained=pretrained, **kwargs)
+        return ResNetBackbone(name, pretrained=pretrained, in_channels=in_channels, **kwargs)
     raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}")

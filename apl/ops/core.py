@@ -79,10 +79,11 @@ def scores_ap(scores: torch.Tensor, relevance: torch.Tensor, *, num_bins: int, s
     return compiled.scores_ap(scores, relevance, num_bins, score_range[0], score_range[1], VARIANTS[variant])[0]
 
 
-def class_balanced_weights(labels: torch.Tensor) -> torch.Tensor:
-    """w_i = 1 / #{k : labels_k = labels_i}: every class weighs the same in the mean."""
+def class_balanced_weights(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """w_i = 1 / #{k : labels_k = labels_i}: every class weighs the same in the mean (eq. 12).
+    Computed in `dtype` (the loss's), so that float64 losses get exact weights."""
     _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    return 1.0 / counts[inverse].to(torch.float32)
+    return 1.0 / counts[inverse].to(dtype)
 
 
 def weighted_loss(ap: torch.Tensor, has_pos: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -103,6 +104,6 @@ def query_weights(labels: torch.Tensor, weights: Optional[torch.Tensor], class_b
                   dtype: torch.dtype) -> Optional[torch.Tensor]:
     """The user's (validated) weights, times the class-balanced ones when asked for."""
     if class_balanced:
-        cb = class_balanced_weights(labels).to(dtype)
+        cb = class_balanced_weights(labels, dtype)
         return cb if weights is None else weights.to(dtype) * cb
     return weights

@@ -14,12 +14,24 @@ from typing import Any, Optional
 from ..losses import SPECS, check_options, spec_of
 from ..losses.registry import canonical
 from ..nn import BACKBONES, HEADS
+from ..nn.backbones import RESNETS
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "step", "none")
-SAMPLERS = ("pk", "spread")
+SAMPLERS = ("pk", "spread", "random")
 WHITENING_INITS = ("pca",)
 AMP_DTYPES = ("bf16", "fp16")
+
+# The learning rate when --lr is not given, by backbone family (Adam, batches of 256, from scratch).
+# The small CNNs' is the demo's base; the ResNets' was chosen on the validation split of the glyphs'
+# training classes (experiments/tune_backbone_lr.py, experiments/results/backbone_lr.json): at 1e-3
+# ResNet-101 diverged within a few steps.
+DEFAULT_LR = {"small": 1e-3, "resnet": 1e-4}
+
+
+def default_lr(backbone: str) -> float:
+    """The learning rate a run of `backbone` gets when --lr is not given."""
+    return DEFAULT_LR["resnet" if backbone in RESNETS else "small"]
 
 
 # Fields that hold paths on disk (compared by what they point to, stored absolute), and the
@@ -129,7 +141,7 @@ class TrainConfig:
     epochs: int = 20
     steps_per_epoch: Optional[int] = None
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: Optional[float] = None  # None: default_lr(backbone)
     weight_decay: float = 1e-4
     schedule: str = "cosine"
     whitening: bool = False
@@ -168,7 +180,7 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
         if self.num_bins is not None and (isinstance(self.num_bins, bool) or not isinstance(self.num_bins, int) or self.num_bins < 2):
             raise ValueError(f"--bins must be an integer >= 2, got {self.num_bins!r}")
-        for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 1), ("image_size", 1),
+        for name, low in (("batch_size", 2), ("epochs", 1), ("images_per_class", 2), ("image_size", 1),
                           ("glyphs_per_class", 2), ("glyph_size", 8)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -177,6 +189,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.lr is None:
+            self.lr = default_lr(self.backbone)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a positive number, got {self.lr!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -217,7 +231,10 @@ class TrainConfig:
         for name in ("train_classes", "scales", "recall_k"):
             if d.get(name) is not None:
                 d[name] = tuple(d[name])
-        return cls(**d)
+        cfg = cls(**d)
+        if cfg.lr is None:  # the default a run of this backbone gets, as validate() sets it
+            cfg.lr = default_lr(cfg.backbone)
+        return cfg
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Names of the fields whose values differ from `other`'s; paths compare by what they point to

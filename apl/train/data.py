@@ -10,12 +10,13 @@ number of processes the global batch is split over, or on interruptions.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
 
-from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, ImageList, split_digits
+from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, ImageList, RandomBatchSampler, split_digits
 from ..data import eval_transform, train_transform
 from ..data.loaders import loader_options
 from .config import TrainConfig
@@ -128,16 +129,28 @@ def build_sampler(cfg: TrainConfig, labels: Sequence, batch_size: Optional[int] 
 
     "pk" (default): B // K random classes (at least 2; every class when there are fewer), the batch
     split evenly over them, so each class gets K = --images-per-class images or more and every query
-    has positives. "spread": the paper's B random images spread over all classes (with many classes and
-    few images each, most queries of a batch then have no positive: the trainer warns).
+    has positives (classes with fewer images give all they have, classes of one image are left out).
+    "spread": B images spread over all classes (with many classes and few images each, most queries
+    of a batch then have no positive: the trainer warns). "random": B images drawn uniformly from the
+    whole set, whatever their class (the paper's sampling on Landmarks-clean).
     """
     batch = cfg.batch_size if batch_size is None else batch_size
-    classes = len(set(labels))
     if cfg.sampler == "pk":
-        p = min(classes, batch, max(2, batch // cfg.images_per_class))  # two classes at least: negatives
+        eligible = sum(n >= 2 for n in Counter(labels).values())
+        p = min(eligible, batch, max(2, batch // cfg.images_per_class))  # two classes at least: negatives
         return ClassBalancedBatchSampler(labels, p, cfg.images_per_class, num_batches=cfg.steps_per_epoch, seed=cfg.seed,
                                          batch_size=batch)
+    if cfg.sampler == "random":
+        return RandomBatchSampler(labels, batch, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
     return ClassSpreadBatchSampler(labels, batch, num_batches=cfg.steps_per_epoch, seed=cfg.seed)
+
+
+def batch_capacity(cfg: TrainConfig, labels: Sequence) -> int:
+    """The largest batch the sampler can fill without drawing an image twice: every image, or for
+    "pk" every image of a class with two or more."""
+    if cfg.sampler == "pk":
+        return sum(n for n in Counter(labels).values() if n >= 2)
+    return len(labels)
 
 
 def sample_seed(seed: int, epoch: int, step: int, slot: int) -> int:

@@ -19,11 +19,13 @@ from ..data import CorruptImageError, ImageList, check_images, compare_splits, d
 from ..evaluation.extraction import evaluate
 from ..losses import build_loss
 from ..memory import CrossBatchMemory, with_memory
+from ..nn.backbones import RESNETS
 from ..plots.curves import plot_curves
 from . import launch as L
 from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
-from .data import SeededBatches, build_datasets, build_sampler, check_data, check_workers, default_workers, train_loader
+from .data import (SeededBatches, batch_capacity, build_datasets, build_sampler, check_data, check_workers,
+                   default_workers, train_loader)
 from .divergence import checked_step
 from .optim import build_optimizer, set_learning_rate
 from .scaler_watch import ScalerWatch
@@ -94,21 +96,28 @@ class Trainer:
         if self.check_images:
             self._check_images(train_set, eval_set)
         self.batch_size = cfg.batch_size
-        if cfg.batch_size > len(train_set):  # a batch would repeat images: trivial positives for the ranking losses
-            self.batch_size = max(launch.world_size, len(train_set) // launch.world_size * launch.world_size)
+        capacity = batch_capacity(cfg, train_set.targets)
+        if cfg.batch_size > capacity:  # a batch would repeat images: trivial positives for the ranking losses
+            self.batch_size = max(launch.world_size, capacity // launch.world_size * launch.world_size)
             if launch.is_main:
-                self.log(f"--batch-size {cfg.batch_size} is larger than the training set ({len(train_set)} images): "
+                what = "images in classes of two or more" if cfg.sampler == "pk" else "images"
+                self.log(f"--batch-size {cfg.batch_size} is larger than the training set ({capacity} {what}): "
                          f"batches of {self.batch_size}")
         if cfg.amp == "fp16" and launch.device.type == "cpu" and launch.is_main:
             self.log("--amp fp16 on the CPU: float16 is not faster there and overflows easily; --amp bf16 is the CPU's "
                      "mixed precision")
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, in_ch)
+        if in_ch == 1 and cfg.backbone in RESNETS and launch.is_main:
+            self.log(f"notice: {cfg.backbone} takes RGB images: the grey images of {cfg.dataset!r} are repeated over its "
+                     "three input channels")
         if cfg.init is not None:
             what = load_init_weights(model, cfg.init)
             if launch.is_main:
                 self.log(f"initialised the {what} from {cfg.init}")
         sampler = build_sampler(cfg, train_set.targets, self.batch_size)
+        if launch.is_main and sampler.describe():
+            self.log(sampler.describe())
         plan = L.agree(launch, lambda: plan_start(self.out, cfg, resume, self.overwrite))
         return train_set, eval_set, model, sampler, plan
 

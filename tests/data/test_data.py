@@ -13,6 +13,7 @@ from PIL import Image
 from apl.data import (
     ClassBalancedBatchSampler,
     ClassSpreadBatchSampler,
+    RandomBatchSampler,
     ColorJitter,
     CorruptImageError,
     ImageList,
@@ -198,24 +199,69 @@ def test_color_jitter_and_normalize():
 LABELS = [c for c in range(6) for _ in range(3 + c)]  # class c has 3 + c images
 
 
+def _no_repeats(batch):
+    assert len(batch) == len(set(batch)), "an image is twice in a batch"
+
+
 def test_class_balanced_sampler():
     s = ClassBalancedBatchSampler(LABELS, classes_per_batch=3, samples_per_class=4, num_batches=20, seed=1)
     batches = list(s)
     assert len(batches) == len(s) == 20
     for b in batches:
+        _no_repeats(b)
         counts = Counter(LABELS[i] for i in b)
-        assert len(b) == 12 and len(counts) == 3 and set(counts.values()) == {4}
-        for c in counts:  # without replacement whenever the class has >= 4 images
-            members = [i for i in b if LABELS[i] == c]
-            if LABELS.count(c) >= 4:
-                assert len(set(members)) == 4
+        assert len(b) == 12
+        # three classes of 4, or class 0 giving all its 3 images and the last slot going to a class
+        # with images to spare (a fourth class would have a single image: no positive)
+        assert sorted(counts.values()) in ([4, 4, 4], [3, 4, 5])
+        assert counts.get(0, 3) == 3
     assert batches == list(s)  # same seed and epoch: same batches
     s.set_epoch(1)
     assert list(s) != batches
     other = ClassBalancedBatchSampler(LABELS, 3, 4, num_batches=20, seed=2)
     assert list(other) != batches
-    with pytest.raises(ValueError, match="only 6 classes"):
+    with pytest.raises(ValueError, match="only 6 classes with two or more images"):
         ClassBalancedBatchSampler(LABELS, 7, 2)
+
+
+SHORT = [c for c in range(8) for _ in range((1, 1, 2, 3, 8, 9, 10, 12)[c])]  # two singletons, two classes short of K
+
+
+def test_class_balanced_sampler_never_repeats_an_image():
+    """A class with fewer than K images gives all of them once; the batch is filled from other classes;
+    classes of one image are never drawn."""
+    s = ClassBalancedBatchSampler(SHORT, classes_per_batch=4, samples_per_class=5, num_batches=200, seed=0)
+    seen_short = Counter()
+    for b in s:
+        _no_repeats(b)
+        assert len(b) == 20
+        counts = Counter(SHORT[i] for i in b)
+        assert 0 not in counts and 1 not in counts
+        assert all(n >= 2 for n in counts.values())
+        for c in (2, 3):
+            if c in counts:
+                assert counts[c] == (1, 1, 2, 3)[c]  # all its images, each once
+                seen_short[c] += 1
+    assert seen_short[2] > 0 and seen_short[3] > 0
+    text = s.describe()
+    assert "6 classes with two or more images" in text
+    assert "2 of them have fewer than K = 5 images (2-3)" in text
+    assert "2 classes with a single image are never drawn (no positive pair)" in text
+
+
+def test_class_balanced_sampler_fills_from_spare_images():
+    """More room than the classes' shares: the classes in the batch give more of their images."""
+    labels = [0] * 3 + [1] * 3 + [2] * 10
+    s = ClassBalancedBatchSampler(labels, classes_per_batch=2, samples_per_class=2, num_batches=50, seed=0, batch_size=14)
+    for b in s:
+        _no_repeats(b)
+        assert len(b) == 14
+    with pytest.raises(ValueError, match=r"batch_size=17 but the classes with two or more images hold only 16 images"):
+        ClassBalancedBatchSampler(labels, 2, 2, batch_size=17)
+    with pytest.raises(ValueError, match="samples_per_class must be an integer >= 2, got 1"):
+        ClassBalancedBatchSampler(labels, 2, 1)
+    with pytest.raises(ValueError, match="at least 2 classes of 2 or more images"):
+        ClassBalancedBatchSampler([0, 0, 1, 2], 1, 2)
 
 
 def test_class_spread_sampler():
@@ -232,6 +278,46 @@ def test_class_spread_sampler():
         ClassSpreadBatchSampler(LABELS, 0)
     with pytest.raises(ValueError, match="num_batches must be a positive int, got 0"):
         ClassSpreadBatchSampler(LABELS, 4, num_batches=0)
+    with pytest.raises(ValueError, match=r"batch_size=34 but there are only 33 images"):
+        ClassSpreadBatchSampler(LABELS, 34)
+
+
+def test_class_spread_sampler_never_repeats_an_image():
+    """Shares larger than the small classes: they give all their images, other classes the rest."""
+    s = ClassSpreadBatchSampler(LABELS, batch_size=30, num_batches=30, seed=3)  # shares of 5, classes of 3..8
+    for b in s:
+        _no_repeats(b)
+        assert len(b) == 30
+        counts = Counter(LABELS[i] for i in b)
+        assert counts[0] == 3 and counts[1] == 4  # all their images
+    whole = ClassSpreadBatchSampler(LABELS, batch_size=len(LABELS), num_batches=2, seed=0)
+    assert all(sorted(b) == list(range(len(LABELS))) for b in whole)
+
+
+def test_random_sampler_is_uniform_and_deterministic():
+    labels = [c for c in range(10) for _ in range(2 ** (c % 5) + 1)]  # long-tailed: 2 to 17 images
+    n = len(labels)
+    s = RandomBatchSampler(labels, batch_size=16, seed=4)
+    assert len(s) == n // 16
+    epoch0 = list(s)
+    for b in epoch0:
+        _no_repeats(b)
+        assert len(b) == 16
+    flat = [i for b in epoch0 for i in b]
+    assert len(flat) == len(set(flat)), "an image twice in an epoch"
+    assert epoch0 == list(RandomBatchSampler(labels, 16, seed=4))
+    s.set_epoch(1)
+    assert list(s) != epoch0
+    s.set_epoch(0)
+    assert list(s) == epoch0  # resuming an epoch gives its batches again
+    # uniform: over many epochs each image is drawn about equally often, whatever its class size
+    many = RandomBatchSampler(labels, batch_size=16, num_batches=4000, seed=0)
+    hits = Counter(i for b in many for i in b)
+    expected = 4000 * 16 / n
+    assert set(hits) == set(range(n)) and max(abs(v - expected) for v in hits.values()) < 0.15 * expected
+    assert "uniform random batches: 16 of" in s.describe()
+    with pytest.raises(ValueError, match=r"batch_size=999 but there are only"):
+        RandomBatchSampler(labels, 999)
 
 
 def test_samplers_work_with_a_dataloader():

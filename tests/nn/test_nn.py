@@ -129,8 +129,8 @@ def test_build_backbone_errors():
         SmallCNN(norm="layer")
     with pytest.raises(ValueError, match="no pretrained weights"):
         build_backbone("small_cnn", pretrained=True)
-    with pytest.raises(ValueError, match="3-channel"):
-        build_backbone("resnet18", in_channels=1)
+    with pytest.raises(ValueError, match=r"takes RGB \(3-channel\) or grey \(1-channel\) images, got in_channels=2"):
+        build_backbone("resnet18", in_channels=2)
     assert "small_cnn" in BACKBONES and "resnet50" in BACKBONES
 
 
@@ -169,6 +169,13 @@ def test_resnet_wrapper_with_a_stand_in_torchvision(monkeypatch):
     assert y.shape == (2, 5)
     build_backbone("resnet18", pretrained=True)
     assert asked[-1] == "DEFAULT"
+    # grey images are repeated over the three channels the ResNet takes
+    grey = RetrievalNet("resnet18", dim=5, in_channels=1).eval()
+    g = torch.rand(2, 1, 32, 32)
+    rgb = RetrievalNet("resnet18", dim=5).eval()
+    rgb.load_state_dict(grey.state_dict())
+    torch.testing.assert_close(grey(g), rgb(g.expand(-1, 3, -1, -1)))
+    assert grey.backbone.in_channels == 1
     assert all(m.training for m in build_backbone("resnet18", freeze_batchnorm=False).modules())
 
 

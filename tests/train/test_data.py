@@ -106,8 +106,24 @@ def test_batch_larger_than_the_training_set_is_capped_with_one_line(tmp_path):
         warnings.simplefilter("error", RuntimeWarning)
         history = Trainer(cfg, tmp_path / "r", log=lines.append, progress=False).run()
     n = len(ImageList.from_folders(root))
-    assert f"--batch-size 64 is larger than the training set ({n} images): batches of {n}" in lines
+    assert f"--batch-size 64 is larger than the training set ({n} images in classes of two or more): batches of {n}" in lines
     assert history[0]["images_per_s"] > 0
+    # said once, at the start: the classes are short of K = 8
+    assert sum("3 of them have fewer than K = 8 images (2-2)" in ln for ln in lines) == 1
+
+
+def test_a_one_image_class_is_never_drawn_and_said_so(tmp_path):
+    """A class of one image cannot form a positive pair: P x K leaves it out (and the batch cap counts
+    only the images it can draw); the run says so once."""
+    root = write_class_folders(tmp_path / "img", classes=3, per_class=4)
+    for f in sorted((root / "class2").glob("*.png"))[1:]:
+        f.unlink()
+    cfg = TrainConfig(dataset=str(root), eval_dataset=str(root), image_size=12, batch_size=12, images_per_class=4,
+                      epochs=1, dim=4, threads=1)
+    lines = []
+    Trainer(cfg, tmp_path / "r", log=lines.append, progress=False).run()
+    assert "P x K batches: 2 classes with two or more images; 1 class with a single image is never drawn (no positive pair)" in lines
+    assert "--batch-size 12 is larger than the training set (8 images in classes of two or more): batches of 8" in lines
 
 
 def test_default_sampler_gives_every_query_positives():
