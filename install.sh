@@ -45,7 +45,7 @@ esac
 "$PY" -m pip install --quiet "setuptools>=64" wheel ninja numpy
 with_cuda=$("$PY" -c 'import torch; print("with its CUDA kernels" if torch.version.cuda else "CPU kernels")')
 echo "install.sh: building apl's extension ($with_cuda) against torch $torch_version" \
-     "(about 4 minutes on 2 cores; the CUDA kernels add about 3 minutes per GPU architecture)"
+     "(on 2 cores about 3 minutes for the CPU kernels, about 7 with the CUDA kernels for one GPU architecture)"
 log=$(mktemp "${TMPDIR:-/tmp}/apl-install.XXXXXX.log")
 set +e
 # pip hides a build's output unless -v, and indents it; show the compiler's progress lines

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .functional.inputs import unit_rows
 from .losses.base import ListwiseLoss
 
 
@@ -90,7 +90,7 @@ class MemoryLoss(nn.Module):
         m_e, m_y = self.memory.contents()
         L = self.loss
         # Normalised once here: the memory holds normalised rows already.
-        e = F.normalize(embeddings, dim=1) if L.normalize else embeddings
+        e = unit_rows(embeddings) if L.normalize else embeddings
         refs = torch.cat([e, m_e.to(e.dtype)])  # the batch first: each query's own row is excluded
         ref_labels = torch.cat([torch.as_tensor(labels).to(m_y), m_y])
         loss = type(L).function(e, labels, refs, ref_labels, None, class_balanced=L.class_balanced, backend=L.backend,
@@ -99,9 +99,17 @@ class MemoryLoss(nn.Module):
         return loss
 
 
-MemoryAPLoss = MemoryLoss  # the name of earlier versions
-
-
-def with_memory(loss: ListwiseLoss, memory: Optional[CrossBatchMemory] = None, size: int = 0, dim: int = 0) -> MemoryLoss:
-    """`loss` with a cross-batch memory (given, or a new one of `size` items of dimension `dim`)."""
-    return MemoryLoss(loss, memory if memory is not None else CrossBatchMemory(size, dim))
+def with_memory(loss: ListwiseLoss, memory: Optional[CrossBatchMemory] = None, size: Optional[int] = None,
+                dim: Optional[int] = None) -> MemoryLoss:
+    """`loss` with a cross-batch memory: `memory`, or a new one of `size` items of dimension `dim`
+    (the width of the descriptors the loss receives)."""
+    if memory is None:
+        if size is None or dim is None:
+            missing = " and ".join(n for n, v in (("size", size), ("dim", dim)) if v is None)
+            raise TypeError(f"with_memory: pass memory=CrossBatchMemory(size, dim), or size= (the number of past "
+                            f"descriptors kept, e.g. 4096) and dim= (the descriptor width, e.g. 512 for (B, 512) "
+                            f"embeddings); {missing} missing")
+        memory = CrossBatchMemory(size, dim)
+    elif size is not None or dim is not None:
+        raise TypeError("with_memory: pass either memory= or size= and dim=, not both")
+    return MemoryLoss(loss, memory)

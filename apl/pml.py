@@ -26,9 +26,9 @@ from __future__ import annotations
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 
 from . import losses as apl_losses
+from .functional.inputs import unit_rows
 from .ops import core, reference, reference_rank, validation as V
 from .ops.variants import RANK_KINDS
 
@@ -41,6 +41,7 @@ from pytorch_metric_learning.reducers import MeanReducer  # noqa: E402
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu  # noqa: E402
 
 __all__ = ["APLoss", "SmoothAPLoss", "RecallAtKLoss", "CrossBatchMemory"]
+_PML_NAMES = ("embeddings", "labels", "ref_emb", "ref_labels")  # PML's spelling of the arguments
 
 
 class _Adapter(BaseMetricLossFunction):
@@ -64,6 +65,9 @@ class _Adapter(BaseMetricLossFunction):
         if labels is None:
             raise ValueError(f"apl.pml.{type(self).__name__} needs labels (the classes define the positives)")
         self_mode = ref_emb is embeddings  # PML passes the batch itself when no ref_emb was given
+        # checked here with PML's argument names (the apl loss below would call ref_emb "ref_embeddings")
+        V.check_embeddings_pair(embeddings, labels, None if self_mode else ref_emb, None if self_mode else ref_labels,
+                                names=_PML_NAMES)
         if indices_tuple is None:
             loss = self.apl_loss(embeddings, labels, None if self_mode else ref_emb, None if self_mode else ref_labels)
         else:
@@ -77,15 +81,15 @@ class _Adapter(BaseMetricLossFunction):
             raise ValueError(f"apl.pml.{type(self).__name__} takes indices_tuple as pairs (a1, p, a2, n) or triplets "
                              f"(a, p, n), got {len(indices_tuple)} tensors")
         a1, p, a2, n = (t.to(embeddings.device).long() for t in indices_tuple)
-        V.check_embeddings_pair(embeddings, labels, ref_emb, ref_labels)
+        V.check_embeddings_pair(embeddings, labels, ref_emb, ref_labels, names=_PML_NAMES)
         B, N = embeddings.shape[0], ref_emb.shape[0]
         rel = torch.zeros(B, N, dtype=torch.bool, device=embeddings.device)
         valid = torch.zeros_like(rel)
         rel[a1, p] = True
         valid[a1, p] = True
         valid[a2, n] = True
-        q = F.normalize(embeddings, dim=1)
-        x = F.normalize(ref_emb, dim=1).to(q.dtype)
+        q = unit_rows(embeddings)
+        x = unit_rows(ref_emb).to(q.dtype)
         V.check_finite(q, "embeddings")
         S = (q @ x.t()).to(torch.float64 if q.dtype == torch.float64 else torch.float32)
         values, npos = self._masked(S, rel, valid)

@@ -52,7 +52,8 @@ def run(kills: int, workers: int, out: Path, args: list[str], seed: int = 0, max
     duration = time.perf_counter() - t0
     done_kills, kill_times = 0, []
     while True:
-        p = _train(args, cut, ["--workers", str(workers), "--resume"])
+        # --resume once the run folder exists (a kill before it was made left nothing to continue)
+        p = _train(args, cut, ["--workers", str(workers)] + (["--resume"] if cut.exists() else []))
         if done_kills < kills:
             # somewhere in the first half of a whole run: start-up, training, evaluation or a save
             delay = rng.uniform(0.3, max(0.6, min(max_delay, duration / 2)))

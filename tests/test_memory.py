@@ -117,6 +117,13 @@ def test_memory_errors():
         loss_fn(unit_rows(6, 3), random_labels(6, 2))
     with pytest.raises(TypeError, match=r"with_memory needs one of apl.s losses \(apl.APLoss, apl.SmoothAPLoss"):
         with_memory(torch.nn.MSELoss(), size=8, dim=4)
+    # the width is not guessed: the message says what to pass
+    with pytest.raises(TypeError, match=r"dim= \(the descriptor width, e.g. 512 for \(B, 512\) embeddings\); dim missing"):
+        with_memory(apl.APLoss(), size=4096)
+    with pytest.raises(TypeError, match=r"size and dim missing"):
+        with_memory(apl.APLoss())
+    with pytest.raises(TypeError, match="not both"):
+        with_memory(apl.APLoss(), CrossBatchMemory(8, 4), size=8)
 
 
 @pytest.mark.cuda

@@ -94,3 +94,12 @@ def test_rank_surrogates_inside_pml_cross_batch_memory(cls, fn, kw):
         torch.testing.assert_close(a, ours(e.detach(), y), rtol=0, atol=1e-5)
         a.backward()
         assert torch.isfinite(e.grad).all() and e.grad.abs().sum() > 0
+
+
+def test_errors_name_pmls_arguments():
+    """PML's reference set is `ref_emb`: a message names it so, not apl's `ref_embeddings`."""
+    x, y = torch.randn(6, 4), torch.arange(6) % 3
+    with pytest.raises(ValueError, match=r"^ref_emb must have dim 4 like embeddings, got 3$"):
+        PMLAPLoss()(x, y, ref_emb=torch.randn(5, 3), ref_labels=torch.arange(5))
+    with pytest.raises(ValueError, match=r"^ref_emb must have dim 4 like embeddings, got 2$"):
+        SmoothAPLoss()(x, y, ref_emb=torch.randn(5, 2), ref_labels=torch.arange(5))

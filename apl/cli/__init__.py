@@ -4,7 +4,8 @@
 - `eval_cmd`: `apl eval`, `apl extract`;
 - `show_cmd`: `apl show` (pictures of the top results of a few queries);
 - `selftest_cmd`: `apl selftest`;
-- `tools_cmd`: `apl demo`, `apl check-images`.
+- `demo_cmd`: `apl demo`;
+- `check_images_cmd`: `apl check-images`.
 
 The benchmarks are scripts of the source tree (`python -m benchmarks.bench_loss`), not commands.
 Every command but `selftest` needs the extra apl[train]; without it, the command says so in one line.
@@ -20,8 +21,8 @@ from ..extras import MissingExtraError
 from .common import USER_ERRORS, HelpFormatter
 
 # (command, module, the module's function that adds it), in the order of `apl --help`
-COMMANDS = (("demo", "tools_cmd", "add_demo"), ("train", "train_cmd", "add"), ("eval", "eval_cmd", "add"),
-            ("extract", "eval_cmd", None), ("show", "show_cmd", "add"), ("check-images", "tools_cmd", "add_check_images"),
+COMMANDS = (("demo", "demo_cmd", "add"), ("train", "train_cmd", "add"), ("eval", "eval_cmd", "add"),
+            ("extract", "eval_cmd", None), ("show", "show_cmd", "add"), ("check-images", "check_images_cmd", "add"),
             ("selftest", "selftest_cmd", "add"))
 
 

@@ -36,7 +36,7 @@ def after_command(argv: list[str], command: str) -> list[str]:
 
 
 _DATASETS = ("'digits' (bundled, 5 classes), 'glyphs' (generated characters: 149 classes, evaluated on 150 unseen "
-             "ones), 'glyphs-val' (its tuning split), an image-list file ('relative/path label' lines) or a folder of "
+             "ones), 'glyphs-val' (its tuning split), 'glyphs-lt' (its training classes long-tailed: 200 down to 2 images), an image-list file ('relative/path label' lines) or a folder of "
              "class folders")
 
 

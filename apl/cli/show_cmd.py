@@ -8,7 +8,7 @@ from pathlib import Path
 from collections import Counter
 
 from .common import HelpFormatter
-from .eval_cmd import _common, _setup, _workers
+from .eval_cmd import _common, _setup, _workers, channels
 
 
 def add(sub) -> None:
@@ -48,10 +48,6 @@ def run_show(a: argparse.Namespace) -> int:
     if a.revisited:
         from ..data import load_revisited
         from ..evaluation.revisited import protocol_lists
-
-        if not Path(a.revisited).is_dir():
-            raise FileNotFoundError(f"--revisited {a.revisited}: no such folder (a ROxford5k / RParis6k folder with "
-                                    "gnd_*.pkl and jpg/)")
         ds = load_revisited(a.revisited)
         eligible = sum(protocol_lists(g, a.protocol)[0].size > 0 for g in ds.gnd)
         check_counts(a.queries, a.top, len(ds.imlist), eligible, names, ds.name,
@@ -62,7 +58,7 @@ def run_show(a: argparse.Namespace) -> int:
     else:
         from ..train.data import build_held_out
 
-        eval_set = build_held_out(cfg)
+        eval_set = build_held_out(cfg, channels(model))
         sizes = Counter(eval_set.targets)
         eligible = sum(n for n in sizes.values() if n > 1)  # images with another of their class
         what = f"{cfg.dataset} (held-out classes)" if cfg.eval_dataset is None else cfg.eval_dataset

@@ -97,7 +97,9 @@ def add(sub) -> None:
     add_loader_options(p)
     p.add_argument("--out", default="runs/train", help="run folder")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from last.pt (or start it if it has no checkpoint yet); only --epochs may change")
+                   help="continue the run in --out from last.pt (or start it if it has no checkpoint yet); of the settings "
+                        "that change what the run computes only --epochs may change (to grow the run); --threads, "
+                        "--device, --workers, --prefetch and --quiet may differ")
     p.add_argument("--overwrite", action="store_true", help="replace the run files in a non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     p.add_argument("--check-images", action="store_true",

@@ -76,7 +76,9 @@ def read_image_list(list_file: PathLike, suffix: str = "") -> tuple[list[str], l
     with open(list_file, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             try:
-                line = raw.decode("utf-8").strip()
+                # utf-8-sig on the first line: a byte-order mark (written by some Windows editors) is not
+                # part of the first path
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
             except UnicodeDecodeError:
                 raise ValueError(f"{list_file}, line {lineno}: not UTF-8 text (is this an image list?)") from None
             if not line or line.startswith("#"):

@@ -88,10 +88,12 @@ class ClassBalancedBatchSampler(_EpochSampler):
         batch_size: the exact number of images of a batch (default P * K), split as evenly as possible
             over the P classes (K or K + 1 each when the batch is not a multiple of P).
 
-    A class with fewer images than its share gives all of them, and the batch is filled from more
-    classes (K images each, or all they have), then from spare images of the classes already in it.
-    Classes with a single image are never drawn: they cannot form a positive pair. `describe()` says
-    how many classes are short of K.
+    A class with fewer images than its share gives all of them (one fewer if that would leave a single
+    slot in the batch), and the batch is filled from more classes (K images each, or all they have),
+    then from spare images of the classes already in it. No class is left with a single image in a
+    batch unless pairs cannot fill it (an odd batch of classes of two). Classes with a single image
+    are never drawn: they cannot form a positive pair. `describe()` says how many classes are short
+    of K.
     """
 
     def __init__(
@@ -136,14 +138,24 @@ class ClassBalancedBatchSampler(_EpochSampler):
         for j, c in enumerate(order):
             want = shares[j] if j < len(shares) else self.samples_per_class
             take = min(want, self.sizes[c], remaining)
-            if take < 2:  # one slot left: a lone image would have no positive; the top-up fills it
-                break
+            if remaining - take == 1:  # never leave one slot: an image alone in its class has no positive
+                if take < self.sizes[c]:
+                    take += 1  # this class fills it
+                elif take > 2:
+                    take -= 1  # two slots for the next class
+                else:
+                    continue  # a class of two would leave one slot: the next class may fit
             counts[c] = take
             remaining -= take
             if remaining == 0:
                 break
         remaining = _top_up(counts, self.sizes, remaining)
-        assert remaining == 0, "batch_size <= capacity guarantees a full batch"
+        for c in order:  # only when pairs cannot fill the batch (an odd batch of classes of two)
+            if remaining == 0:
+                break
+            if c not in counts:
+                counts[c] = min(self.sizes[c], remaining)
+                remaining -= counts[c]
         return counts
 
     def __iter__(self) -> Iterator[list[int]]:

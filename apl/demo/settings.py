@@ -19,8 +19,11 @@ from ..train.config import TrainConfig
 EPOCHS = 12
 SEEDS = (0, 1, 2)
 BATCH, IMAGES_PER_CLASS = 256, 8
-# Every loss of the registry (apl.losses), in the order of the table.
+# Every loss of the registry (apl.losses), in the order of the table: `apl demo --all`.
 LOSSES = ("ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "contrastive", "multi-similarity", "fastap")
+# `apl demo`: the AP loss, the strongest other listwise loss and the best pair/triplet baseline of
+# the full table (experiments/results/demo/results.json), so that a first run fits in minutes.
+DEFAULT_LOSSES = ("ap", "fastap", "triplet")
 
 # loss -> TrainConfig changes chosen on the tuning split (benchmarks/results/tune_losses.json).
 TUNED: dict[str, dict] = {

@@ -3,6 +3,7 @@ on labelled descriptors (`metrics`), the Revisited Oxford / Paris protocol (`rev
 PCA-whitening, alpha-QE / alpha-DBA, chunked similarity search (`search`); descriptors of a dataset
 through a model and the held-out evaluation (`extraction`); the names and formatting of the
 held-out metrics (`report`), all of them in one pass (`summary`); and rankings of a few queries (`rankings`; their pictures are `apl.plots`)."""
+from .descriptor_files import load_descriptors, save_descriptors
 from .expansion import alpha_database_augmentation, alpha_query_expansion
 from .extraction import describe, evaluate, extract
 from .metrics import (
@@ -36,6 +37,7 @@ __all__ = [
     "average_precisions",
     "hit_rate_at_k",
     "knn",
+    "load_descriptors",
     "map_at_r",
     "mean_average_precision",
     "nan_mean",
@@ -46,6 +48,7 @@ __all__ = [
     "ranked_metrics",
     "recall_at_k",
     "retrieval_metrics",
+    "save_descriptors",
     "revisited_average_precisions",
     "revisited_map",
     "trapezoidal_ap",

@@ -13,6 +13,15 @@ from ..ops.dispatch import resolve_for
 from ..ops.validation import warn_if_not_unit_rows
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit L2 norm. float16 / bfloat16 rows are normalised in float32 and rounded
+    once, back to their dtype: in their own dtype the norm and the division each round (bfloat16
+    keeps 8 bits of mantissa), which moves the result by several units in the last place."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return F.normalize(x.float(), dim=1).to(x.dtype)
+    return F.normalize(x, dim=1)
+
+
 class Inputs(NamedTuple):
     embeddings: torch.Tensor
     labels: torch.Tensor
@@ -24,20 +33,21 @@ class Inputs(NamedTuple):
 
 
 def prepare(embeddings, labels, ref_embeddings, ref_labels, backend, chunk_size, normalize: bool,
-            ref_includes_queries: bool, check_norm: bool = True) -> Inputs:
-    """Validated inputs; normalised when asked, else checked once per process for rows far from
-    unit norm (when `check_norm`: the loss assumes cosine similarities)."""
+            ref_includes_queries: bool, check_norm: bool = True, family: str = "ap") -> Inputs:
+    """Validated inputs; normalised when asked (in float32 for half precision), else checked once per
+    process and loss `family` for rows far from unit norm (when `check_norm`: the loss assumes
+    cosine similarities)."""
     embeddings, labels, ref_embeddings, ref_labels = V.check_embeddings_pair(embeddings, labels, ref_embeddings, ref_labels)
     self_offset = V.check_ref_includes_queries(ref_includes_queries, embeddings, ref_embeddings)
     chunk = V.check_chunk_size(chunk_size)
     which = resolve_for(V.check_backend(backend), embeddings.device)
     if normalize:
-        embeddings = F.normalize(embeddings, dim=1)
-        ref_embeddings = None if ref_embeddings is None else F.normalize(ref_embeddings, dim=1)
+        embeddings = unit_rows(embeddings)
+        ref_embeddings = None if ref_embeddings is None else unit_rows(ref_embeddings)
     elif check_norm:
-        warn_if_not_unit_rows(embeddings, "embeddings")
+        warn_if_not_unit_rows(embeddings, "embeddings", family)
         if ref_embeddings is not None:
-            warn_if_not_unit_rows(ref_embeddings, "ref_embeddings")
+            warn_if_not_unit_rows(ref_embeddings, "ref_embeddings", family)
     return Inputs(embeddings, labels, ref_embeddings, ref_labels, which, chunk, self_offset)
 
 

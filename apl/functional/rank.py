@@ -22,7 +22,8 @@ RECALL_TEMPERATURE, RECALL_K_TEMPERATURE = 0.01, 1.0
 def _values(kind: str, embeddings, labels, ref_embeddings, ref_labels, temperature, ks, k_temperatures,
             include_query, backend, chunk_size, normalize, ref_includes_queries) -> tuple[torch.Tensor, torch.Tensor, Inputs]:
     temperature = V.check_temperature(temperature)
-    x = prepare(embeddings, labels, ref_embeddings, ref_labels, backend, chunk_size, normalize, ref_includes_queries)
+    x = prepare(embeddings, labels, ref_embeddings, ref_labels, backend, chunk_size, normalize, ref_includes_queries,
+                family=kind)
     V.check_include_query(include_query, x.self_offset, x.ref_embeddings is not None)
     mode = QUERY_EXCLUDED
     if include_query:  # as each paper's authors' code: the query is a positive in Smooth-AP, an item only in Recall@k

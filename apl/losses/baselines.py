@@ -50,6 +50,12 @@ def build(name: str, margin: Optional[float] = None, num_bins: Optional[int] = N
         _positive("margin", margin)
         return PMLLoss(losses.TripletMarginLoss(margin=margin),
                        miners.TripletMarginMiner(margin=margin, type_of_triplets="all"))
+    if name == "triplet-hard":
+        # Hard-negative mining as in the AP paper's triplet baseline, in its batch form (Hermans et al.,
+        # 2017): each anchor with its farthest positive and its closest negative, B triplets per batch
+        # (memory of the B x B distances, so it holds batches of thousands).
+        _positive("margin", margin)
+        return PMLLoss(losses.TripletMarginLoss(margin=margin), miners.BatchHardMiner())
     if name == "contrastive":
         _positive("margin", margin)
         return PMLLoss(losses.ContrastiveLoss(pos_margin=0.0, neg_margin=margin))

@@ -44,6 +44,8 @@ SPECS: dict[str, LossSpec] = {s.name: s for s in (
              {"temperature": 0.01, "recall_k": (1, 2, 4, 8, 16), "k_temperature": 1.0}),
     LossSpec("triplet", "PML TripletMarginLoss with a TripletMarginMiner (all margin-violating triplets)", ("margin",),
              {"margin": 0.4}),
+    LossSpec("triplet-hard", "PML TripletMarginLoss with a BatchHardMiner (each anchor's hardest positive and "
+             "negative: hard-negative mining)", ("margin",), {"margin": 0.2}),
     LossSpec("contrastive", "PML ContrastiveLoss (positive margin 0, negative margin --margin)", ("margin",), {"margin": 0.5}),
     LossSpec("multi-similarity", "PML MultiSimilarityLoss (alpha 2, beta 50, base --margin) with its miner (epsilon 0.1)",
              ("margin",), {"margin": 0.5}),
@@ -52,7 +54,7 @@ SPECS: dict[str, LossSpec] = {s.name: s for s in (
 LOSSES = tuple(SPECS)
 # Other spellings of the names (the functional API's variant names among them).
 ALIASES = {"tie_aware": "tie-aware", "ap_q": "ap", "smooth-ap": "smoothap", "smooth_ap": "smoothap",
-           "recall_at_k": "recall-at-k", "multi_similarity": "multi-similarity"}
+           "recall_at_k": "recall-at-k", "multi_similarity": "multi-similarity", "triplet_hard": "triplet-hard"}
 # How each option is spelled on the command line, for error messages.
 FLAGS = {"num_bins": "--bins", "class_balanced": "--class-balanced", "memory": "--memory", "margin": "--margin",
          "temperature": "--temperature", "recall_k": "--recall-k", "k_temperature": "--k-temperature"}

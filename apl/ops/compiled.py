@@ -2,12 +2,32 @@
 
 The ops are defined once in C++ (csrc/ops_registration.cpp). Registering their shapes and their
 backward here makes them work under autograd, torch.library.opcheck and torch.compile.
+
+The compiled backward kernels are not differentiable themselves. When a backward is asked to build
+a graph (`create_graph=True`: a gradient penalty, double backward), the gradient is computed by the
+pure-PyTorch reference instead, which autograd can differentiate again: exact, at the reference's
+cost (one (B, N, M) pass, no streaming).
 """
 from __future__ import annotations
 
 import torch
 
+from . import reference, reference_rank
 from .extension import _C
+from .variants import VARIANTS
+
+_VARIANT_NAMES = {v: k for k, v in VARIANTS.items()}
+
+
+def _differentiable_grads(value: torch.Tensor, grad: torch.Tensor, inputs: tuple) -> list:
+    """d(value . grad) / d(inputs) as tensors with a graph (None for inputs that need no gradient)."""
+    wanted = [x for x in inputs if x.requires_grad]
+    got = iter(torch.autograd.grad(value, wanted, grad.to(value.dtype), create_graph=True, allow_unused=True))
+    out = []
+    for x in inputs:
+        g = next(got) if x.requires_grad else None
+        out.append(torch.zeros_like(x) if g is None and x.requires_grad else (None if g is None else g.to(x.dtype)))
+    return out
 
 __all__ = ["self_ap", "ref_ap", "scores_ap", "self_rank", "ref_rank"]
 
@@ -59,52 +79,71 @@ if _C is not None:
     # --- autograd: the saved coefficients (B, 2, M) and, unless streaming, the scores ---------
 
     def _setup_self(ctx, inputs, output):
-        embeddings, labels, num_bins, lo, hi, _variant, chunk_size = inputs
+        embeddings, labels, num_bins, lo, hi, variant, chunk_size = inputs
         _ap, _npos, coef, scores = output
         ctx.save_for_backward(embeddings, labels, coef, scores)
         ctx.args = (num_bins, lo, hi, chunk_size)
+        ctx.variant = _VARIANT_NAMES[variant]
         ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
 
     def _backward_self(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
         embeddings, labels, coef, scores = ctx.saved_tensors
         if grad_ap is None:
             return (None,) * 7
-        d_emb = torch.ops.apl.ap_self_backward(grad_ap, embeddings, labels, coef, scores, *ctx.args)
+        if torch.is_grad_enabled():  # create_graph=True: a gradient autograd can differentiate again
+            num_bins, lo, hi, _ = ctx.args
+            ap, _ = reference.per_query_ap(embeddings, labels, None, None, num_bins, (lo, hi), ctx.variant)
+            (d_emb,) = _differentiable_grads(ap, grad_ap, (embeddings,))
+        else:
+            d_emb = torch.ops.apl.ap_self_backward(grad_ap, embeddings, labels, coef, scores, *ctx.args)
         return d_emb, None, None, None, None, None, None
 
     torch.library.register_autograd("apl::ap_self", _backward_self, setup_context=_setup_self)
 
     def _setup_ref(ctx, inputs, output):
-        queries, query_labels, refs, ref_labels, num_bins, lo, hi, _variant, chunk_size = inputs[:9]
+        queries, query_labels, refs, ref_labels, num_bins, lo, hi, variant, chunk_size = inputs[:9]
         self_offset = inputs[9] if len(inputs) > 9 else -1
         _ap, _npos, coef, scores = output
         ctx.save_for_backward(queries, query_labels, refs, ref_labels, coef, scores)
         ctx.args = (num_bins, lo, hi, chunk_size, self_offset)
+        ctx.variant = _VARIANT_NAMES[variant]
         ctx.set_materialize_grads(False)  # no zero (B, N) gradient for the unused scores output
 
     def _backward_ref(ctx, grad_ap, _g_npos, _g_coef, _g_scores):
         queries, query_labels, refs, ref_labels, coef, scores = ctx.saved_tensors
         if grad_ap is None:
             return (None,) * 10
-        dq, dx = torch.ops.apl.ap_ref_backward(
-            grad_ap, queries, query_labels, refs, ref_labels, coef, scores, *ctx.args
-        )
+        if torch.is_grad_enabled():  # create_graph=True: a gradient autograd can differentiate again
+            num_bins, lo, hi, _, self_offset = ctx.args
+            ap, _ = reference.per_query_ap(queries, query_labels, refs, ref_labels, num_bins, (lo, hi), ctx.variant,
+                                           0, self_offset)
+            dq, dx = _differentiable_grads(ap, grad_ap, (queries, refs))
+        else:
+            dq, dx = torch.ops.apl.ap_ref_backward(
+                grad_ap, queries, query_labels, refs, ref_labels, coef, scores, *ctx.args
+            )
         return dq, None, dx, None, None, None, None, None, None, None
 
     torch.library.register_autograd("apl::ap_ref", _backward_ref, setup_context=_setup_ref)
 
     def _setup_scores(ctx, inputs, output):
-        scores, relevance, num_bins, lo, hi, _variant = inputs
+        scores, relevance, num_bins, lo, hi, variant = inputs
         _ap, _npos, coef = output
         ctx.save_for_backward(scores, relevance, coef)
         ctx.args = (num_bins, lo, hi)
+        ctx.variant = _VARIANT_NAMES[variant]
         ctx.set_materialize_grads(False)
 
     def _backward_scores(ctx, grad_ap, _g_npos, _g_coef):
         scores, relevance, coef = ctx.saved_tensors
         if grad_ap is None:
             return (None,) * 6
-        d_scores = torch.ops.apl.ap_scores_backward(grad_ap, scores, relevance, coef, *ctx.args)
+        if torch.is_grad_enabled():  # create_graph=True: a gradient autograd can differentiate again
+            num_bins, lo, hi = ctx.args
+            ap, _ = reference.quantized_ap(scores, relevance, num_bins, (lo, hi), ctx.variant)
+            (d_scores,) = _differentiable_grads(ap, grad_ap, (scores,))
+        else:
+            d_scores = torch.ops.apl.ap_scores_backward(grad_ap, scores, relevance, coef, *ctx.args)
         return d_scores, None, None, None, None, None
 
     torch.library.register_autograd("apl::ap_scores", _backward_scores, setup_context=_setup_scores)
@@ -145,7 +184,12 @@ if _C is not None:
         embeddings, labels, saved = ctx.saved_tensors
         if grad_value is None:
             return (None,) * 8
-        d = torch.ops.apl.rank_self_backward(grad_value, embeddings, labels, saved, *ctx.params)
+        if torch.is_grad_enabled():  # create_graph=True: a gradient autograd can differentiate again
+            kind, temperature, ks, k_temps, query_mode, _ = ctx.params
+            value, _ = reference_rank.per_query(embeddings, labels, None, None, kind, temperature, ks, k_temps, query_mode)
+            (d,) = _differentiable_grads(value, grad_value, (embeddings,))
+        else:
+            d = torch.ops.apl.rank_self_backward(grad_value, embeddings, labels, saved, *ctx.params)
         return (d,) + (None,) * 7
 
     torch.library.register_autograd("apl::rank_self", _backward_rank_self, setup_context=_setup_rank_self)
@@ -162,7 +206,14 @@ if _C is not None:
         queries, query_labels, refs, ref_labels, saved = ctx.saved_tensors
         if grad_value is None:
             return (None,) * 11
-        dq, dx = torch.ops.apl.rank_ref_backward(grad_value, queries, query_labels, refs, ref_labels, saved, *ctx.params)
+        if torch.is_grad_enabled():  # create_graph=True: a gradient autograd can differentiate again
+            kind, temperature, ks, k_temps, query_mode, _, self_offset = ctx.params
+            value, _ = reference_rank.per_query(queries, query_labels, refs, ref_labels, kind, temperature, ks, k_temps,
+                                                query_mode, 0, self_offset)
+            dq, dx = _differentiable_grads(value, grad_value, (queries, refs))
+        else:
+            dq, dx = torch.ops.apl.rank_ref_backward(grad_value, queries, query_labels, refs, ref_labels, saved,
+                                                     *ctx.params)
         return (dq, None, dx) + (None,) * 8
 
     torch.library.register_autograd("apl::rank_ref", _backward_rank_ref, setup_context=_setup_rank_ref)

@@ -98,7 +98,7 @@ def resolve(backend: str, device: torch.device) -> str:
     else:
         reason = f"apl has no compiled kernel for device type {device.type!r}"
     notices.warn_once(f"fallback: {reason}", f"apl: using the pure-PyTorch reference backend: {reason}",
-                      RuntimeWarning, stacklevel=3)
+                      RuntimeWarning)
     return "torch"
 
 

@@ -69,7 +69,7 @@ def check_scores(queries: torch.Tensor, refs: Optional[torch.Tensor], num_bins: 
             f"of the AP loss (width {width:.3f}): the loss sees them as one big tie and learns slowly. Descriptors of an "
             "untrained network often look like this; a BatchNorm before the whitening layer (apl.nn.RetrievalNet's "
             "default head) spreads them (docs/training.md, 'What AP_Q needs from the scores').",
-            UserWarning, stacklevel=4)
+            UserWarning)
 
 
 def check_positives(has_positive: torch.Tensor) -> None:
@@ -83,7 +83,7 @@ def check_positives(has_positive: torch.Tensor) -> None:
             f"apl: {share:.0%} of the queries of this batch have no positive (no other item of their class): they are "
             "left out of the loss, which then learns from few queries. Sample P classes x K images per batch "
             "(apl.data.ClassBalancedBatchSampler; `apl train --sampler pk`, the default).",
-            UserWarning, stacklevel=4)
+            UserWarning)
 
 
 def reset() -> None:

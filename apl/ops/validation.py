@@ -122,33 +122,31 @@ def check_weights(w, n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def check_embeddings_pair(
-    embeddings, labels, ref_embeddings: Optional[torch.Tensor], ref_labels
+    embeddings, labels, ref_embeddings: Optional[torch.Tensor], ref_labels,
+    names: tuple[str, str, str, str] = ("embeddings", "labels", "ref_embeddings", "ref_labels"),
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    embeddings = check_matrix(embeddings, "embeddings")
-    labels = check_labels(labels, embeddings.shape[0], "labels", embeddings, "embeddings")
+    """The queries and the optional reference set, checked; messages name the arguments as the
+    caller's API spells them (`names`: PML's adapter passes "ref_emb")."""
+    e_name, l_name, re_name, rl_name = names
+    embeddings = check_matrix(embeddings, e_name)
+    labels = check_labels(labels, embeddings.shape[0], l_name, embeddings, e_name)
     if ref_embeddings is None and ref_labels is not None:
-        raise ValueError("ref_labels was given without ref_embeddings")
+        raise ValueError(f"{rl_name} was given without {re_name}")
     if ref_embeddings is not None:
         if ref_labels is None:
-            raise ValueError("ref_embeddings was given without ref_labels")
-        ref_embeddings = check_matrix(ref_embeddings, "ref_embeddings")
-        check_same_device(ref_embeddings, "ref_embeddings", embeddings, "embeddings")
+            raise ValueError(f"{re_name} was given without {rl_name}")
+        ref_embeddings = check_matrix(ref_embeddings, re_name)
+        check_same_device(ref_embeddings, re_name, embeddings, e_name)
         if ref_embeddings.shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"ref_embeddings must have dim {embeddings.shape[1]} like embeddings, "
-                f"got {ref_embeddings.shape[1]}"
-            )
+            raise ValueError(f"{re_name} must have dim {embeddings.shape[1]} like {e_name}, got {ref_embeddings.shape[1]}")
         if ref_embeddings.dtype != embeddings.dtype:
-            raise TypeError(
-                f"ref_embeddings must have the dtype of embeddings ({embeddings.dtype}), "
-                f"got {ref_embeddings.dtype}"
-            )
+            raise TypeError(f"{re_name} must have the dtype of {e_name} ({embeddings.dtype}), got {ref_embeddings.dtype}")
         if ref_embeddings.shape[0] < 1:
-            raise ValueError("ref_embeddings must have at least one row")
-        ref_labels = check_labels(ref_labels, ref_embeddings.shape[0], "ref_labels", embeddings, "embeddings")
+            raise ValueError(f"{re_name} must have at least one row")
+        ref_labels = check_labels(ref_labels, ref_embeddings.shape[0], rl_name, embeddings, e_name)
     elif embeddings.shape[0] < 2:
         raise ValueError(
-            f"embeddings must have at least 2 rows when no reference set is given "
+            f"{e_name} must have at least 2 rows when no reference set is given "
             f"(every row is a query against the others), got {embeddings.shape[0]}"
         )
     return embeddings, labels, ref_embeddings, ref_labels
@@ -194,12 +192,23 @@ def check_scores_relevance(scores, relevance) -> tuple[torch.Tensor, torch.Tenso
 NORM_TOLERANCE = 0.05
 
 
-def warn_if_not_unit_rows(x: torch.Tensor, name: str) -> None:
-    """Warns once per process when a row of `x` is far from unit norm: with cosine bins most of its
-    scores would fall outside (-1, 1), where the loss has zero gradient. Costs one norm of the
-    (B, D) embeddings and one host sync per call until it has warned (benchmarks/bench_norm_check.py
-    measures it); skipped inside torch.compile, where it would break the graph."""
-    if notices.given("norm") or torch.compiler.is_compiling() or x.numel() == 0:
+# Why a loss needs unit rows, by loss family.
+_NORM_REASONS = {
+    "ap": "the AP loss bins cosine similarities over score_range=(-1, 1), and scores outside it get no gradient",
+    "smooth_ap": "Smooth-AP compares scores through sigmoids of width `temperature`, set for cosine similarities: "
+                 "row norms scale the score differences and so change the effective temperature",
+    "recall_at_k": "the Recall@k surrogate compares scores through sigmoids of width `temperature`, set for cosine "
+                   "similarities: row norms scale the score differences and so change the effective temperature",
+}
+
+
+def warn_if_not_unit_rows(x: torch.Tensor, name: str, family: str = "ap") -> None:
+    """Warns once per process and (loss family, argument) when a row of `x` is far from unit norm,
+    saying why it matters to that loss (`_NORM_REASONS`). Costs one norm of the (B, D) embeddings
+    and one host sync per call until it has warned (benchmarks/bench_norm_check.py measures it);
+    skipped inside torch.compile, where it would break the graph."""
+    key = f"norm:{family}:{name}"
+    if notices.given(key) or torch.compiler.is_compiling() or x.numel() == 0:
         return
     with torch.no_grad():
         norms = torch.linalg.vector_norm(x.detach().to(torch.promote_types(x.dtype, torch.float32)), dim=1)
@@ -207,12 +216,10 @@ def warn_if_not_unit_rows(x: torch.Tensor, name: str) -> None:
     # non-finite rows are an error raised next, not a warning
     if all(map(math.isfinite, extremes)) and max(abs(extremes[0] - 1), abs(extremes[1] - 1)) > NORM_TOLERANCE:
         notices.warn_once(
-            "norm",
+            key,
             f"apl: rows of {name} are not L2-normalised (norms from {extremes[0]:.3g} to {extremes[1]:.3g}); "
-            "the AP loss bins cosine similarities over score_range=(-1, 1) and scores outside it get no "
-            "gradient. Normalise them (torch.nn.functional.normalize(x, dim=1)) or pass normalize=True.",
-            UserWarning,
-            stacklevel=4,
+            f"{_NORM_REASONS[family]}. Normalise them (torch.nn.functional.normalize(x, dim=1)) or pass normalize=True.",
+            UserWarning
         )
 
 

@@ -13,24 +13,34 @@ def _figure(width: float, height: float, columns: int = 1):
     return fig, fig.subplots(1, columns)
 
 
+def epochs_text(n: int) -> str:
+    """"1 epoch", "12 epochs"."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def plot_curves(histories: Mapping[str, list[dict]], path: Path, title: str = "", metric: str = "map",
-                metric_label: str = "mAP") -> None:
+                metric_label: str = "mAP"):
     """Training loss and the held-out `metric` ("eval_<metric>" of each epoch's row) against
-    epochs, one line per run."""
+    epochs, one line per run, each epoch a marked point (so that a run of one epoch shows).
+    Returns the matplotlib Figure."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, (a, b) = _figure(10, 3.8, 2)
     for name, h in histories.items():
         epochs = [r["epoch"] for r in h]
-        a.plot(epochs, [r["train_loss"] for r in h], label=name)
-        b.plot(epochs, [r[f"eval_{metric}"] for r in h], label=name)
+        a.plot(epochs, [r["train_loss"] for r in h], marker="o", markersize=3, label=name)
+        b.plot(epochs, [r[f"eval_{metric}"] for r in h], marker="o", markersize=3, label=name)
     a.set(xlabel="epoch", ylabel="training loss", title="training loss (each loss on its own scale)")
     b.set(xlabel="epoch", ylabel=metric_label, title=f"held-out {metric_label} (exact)")
     for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def plot_precision_recall(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path,

@@ -37,7 +37,9 @@ def default_lr(backbone: str) -> float:
 # Fields that hold paths on disk (compared by what they point to, stored absolute), and the
 # datasets that are names instead.
 PATH_FIELDS = ("dataset", "eval_dataset", "root", "eval_root", "init")
-BUILTIN_DATASETS = ("digits", "glyphs", "glyphs-val")
+# The datasets that come with apl (held in memory, grey): the one list of them.
+GLYPHS = ("glyphs", "glyphs-val", "glyphs-lt")
+BUILTIN_DATASETS = ("digits",) + GLYPHS
 
 
 def _absolute(path: str) -> str:
@@ -58,7 +60,7 @@ def same_path(a: Any, b: Any) -> bool:
 
 # Fields that only the built-in datasets read, with the datasets that read them.
 _DATASET_FIELDS = {"train_classes": ("digits",), "imbalance": BUILTIN_DATASETS,
-                   "glyphs_per_class": ("glyphs", "glyphs-val"), "glyph_size": ("glyphs", "glyphs-val")}
+                   "glyphs_per_class": GLYPHS, "glyph_size": GLYPHS}
 
 
 def _applies(name: str, dataset: str) -> bool:
@@ -104,7 +106,8 @@ class TrainConfig:
     `dataset` is "digits" (the bundled UCI digits: train on `train_classes`, evaluate on the
     others), "glyphs" (generated characters, apl.data.glyphs: train on half of the classes, evaluate
     on the other half), "glyphs-val" (the tuning split: a quarter of the glyphs' training classes
-    held out, the unseen classes never used), an image-list file (lines "relative/path label"),
+    held out, the unseen classes never used), "glyphs-lt" (the glyphs' training classes with
+    long-tailed sizes, 200 down to 2 images, evaluated on the same unseen classes), an image-list file (lines "relative/path label"),
     or a folder of class folders;
     for the last two `eval_dataset` names the held-out set in the same form. Paths in a list file
     are relative to `root` (training list) and `eval_root` (held-out list); each defaults to the

@@ -19,11 +19,12 @@ import torch
 from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, ImageList, RandomBatchSampler, split_digits
 from ..data import eval_transform, train_transform
 from ..data.loaders import loader_options
-from .config import TrainConfig
+from .config import BUILTIN_DATASETS as BUILTIN, GLYPHS, TrainConfig
+
+# --dataset glyphs-lt: the training classes' sizes follow a power law between these two
+LONG_TAIL = (200, 2)
 
 
-# Datasets that come with apl (nothing to download), held in memory as grey images.
-BUILTIN = ("digits", "glyphs", "glyphs-val")
 def in_channels(cfg: TrainConfig) -> int:
     """Image channels of the run's data: 1 for the built-in grey datasets, else 3 (RGB)."""
     return 1 if cfg.dataset in BUILTIN else 3
@@ -44,12 +45,17 @@ def check_workers(workers: Optional[int], prefetch: int) -> None:
         raise ValueError(f"--prefetch must be an integer >= 1, got {prefetch!r}")
 
 
-def _open_images(spec: str, root: Optional[str], transform, option: str) -> ImageList:
+def _open_images(spec: str, root: Optional[str], transform, option: str, channels: int = 3) -> ImageList:
+    """An image list or class folders, decoded as RGB, or as grey for a network of one channel."""
+    if spec in BUILTIN:
+        raise ValueError(f"{option} {spec}: the built-in datasets come with their own held-out classes; name them with "
+                         f"--dataset {spec} (an --eval-dataset is an image-list file or a folder of class folders)")
     path = Path(spec)
+    mode = "L" if channels == 1 else "RGB"
     if path.is_dir():
-        return ImageList.from_folders(path, transform=transform, mode="RGB")
+        return ImageList.from_folders(path, transform=transform, mode=mode)
     if path.is_file():
-        return ImageList.from_list_file(path, root=root, transform=transform, mode="RGB")
+        return ImageList.from_list_file(path, root=root, transform=transform, mode=mode)
     raise FileNotFoundError(f"{option}: not found: {spec} (expected {', '.join(map(repr, BUILTIN))}, an image-list file or "
                             "a folder of class folders)")
 
@@ -73,41 +79,57 @@ def _glyphs(cfg: TrainConfig):
     """The generated glyphs (apl.data.glyphs): "glyphs" trains on the training classes and holds out
     the unseen ones; "glyphs-val" splits the training classes into a fitting part and a validation
     part (a quarter of them), for tuning without ever looking at the unseen classes."""
-    from ..data.glyphs import glyph_subset, load_glyphs, validation_split
+    from ..data.glyphs import glyph_subset, load_glyphs, long_tail_subset, validation_split
 
-    glyphs = load_glyphs(size=cfg.glyph_size, per_class=cfg.glyphs_per_class, seed=0)
+    per_class = max(cfg.glyphs_per_class, LONG_TAIL[0]) if cfg.dataset == "glyphs-lt" else cfg.glyphs_per_class
+    glyphs = load_glyphs(size=cfg.glyph_size, per_class=per_class, seed=0)
     train_ids, held_out_ids = glyphs.train_classes, glyphs.unseen_classes
     if cfg.dataset == "glyphs-val":
         train_ids, held_out_ids = validation_split(glyphs.train_classes)
-    train, held_out = glyph_subset(glyphs, train_ids), glyph_subset(glyphs, held_out_ids)
+    if cfg.dataset == "glyphs-lt":
+        # the unseen classes as in "glyphs" (their first glyphs_per_class images: the same images)
+        n = cfg.glyphs_per_class
+        train = long_tail_subset(glyphs, train_ids, *LONG_TAIL)
+        held_out = long_tail_subset(glyphs, held_out_ids, n, n)
+    else:
+        train, held_out = glyph_subset(glyphs, train_ids), glyph_subset(glyphs, held_out_ids)
     train.classes = held_out.classes = list(glyphs.class_names)
     return train, held_out
 
 
-def build_datasets(cfg: TrainConfig, augment: bool = True):
+def build_datasets(cfg: TrainConfig, augment: bool = True, channels: Optional[int] = None):
     """(train, held_out, in_channels). The training set uses the training transform (random crops,
     flips, colour jitter) when `augment`, else the evaluation transform (whitening, extraction).
-    The built-in datasets are used as they are (the glyphs are distorted when generated)."""
+    The built-in datasets are used as they are (the glyphs are distorted when generated), and their
+    held-out classes are the held-out set unless `cfg.eval_dataset` names another one. `channels`:
+    those of the network the images go to (default: the run's, `in_channels(cfg)`); image files are
+    decoded as grey for one channel."""
+    channels = in_channels(cfg) if channels is None else channels
     if cfg.dataset == "digits":
         train, held_out = split_digits(cfg.train_classes)
         if cfg.imbalance:
             train = _imbalanced(train, cfg.imbalance, cfg.seed)
-        return train, held_out, 1
-    if cfg.dataset in ("glyphs", "glyphs-val"):
+    elif cfg.dataset in GLYPHS:
         train, held_out = _glyphs(cfg)
-        return (_imbalanced(train, cfg.imbalance, cfg.seed) if cfg.imbalance else train), held_out, 1
-    tf = train_transform(cfg.image_size) if augment else eval_transform(cfg.image_size)
-    train = _open_images(cfg.dataset, cfg.root, tf, "--dataset")
-    held_out = _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset")
-    return train, held_out, 3
+        if cfg.imbalance:
+            train = _imbalanced(train, cfg.imbalance, cfg.seed)
+    else:
+        tf = train_transform(cfg.image_size) if augment else eval_transform(cfg.image_size)
+        train = _open_images(cfg.dataset, cfg.root, tf, "--dataset", channels)
+        held_out = None
+    if cfg.eval_dataset is not None:
+        held_out = _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset", channels)
+    return train, held_out, in_channels(cfg)
 
 
-def build_held_out(cfg: TrainConfig):
-    """The held-out set alone, with the evaluation transform: what `apl eval` needs unless it
-    learns a whitening on the training images."""
-    if cfg.dataset in BUILTIN:
-        return build_datasets(cfg, augment=False)[1]
-    return _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset")
+def build_held_out(cfg: TrainConfig, channels: Optional[int] = None):
+    """The held-out set alone, with the evaluation transform: `cfg.eval_dataset` when it names one,
+    else the built-in dataset's held-out classes. What `apl eval` needs unless it learns a whitening
+    on the training images."""
+    channels = in_channels(cfg) if channels is None else channels
+    if cfg.eval_dataset is not None:
+        return _open_images(cfg.eval_dataset, cfg.eval_root, eval_transform(cfg.image_size), "--eval-dataset", channels)
+    return build_datasets(cfg, augment=False, channels=channels)[1]
 
 
 def check_data(train, held_out, show: int = 20) -> None:

@@ -20,8 +20,9 @@ from ..evaluation.extraction import evaluate
 from ..losses import build_loss
 from ..memory import CrossBatchMemory, with_memory
 from ..nn.backbones import RESNETS
-from ..plots.curves import plot_curves
+from ..plots.curves import epochs_text, plot_curves
 from . import launch as L
+from .amp import AMP, cpu_note
 from .checkpoint import FORMAT, VERSION, atomic_save, build_model, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .data import (SeededBatches, batch_capacity, build_datasets, build_sampler, check_data, check_workers,
@@ -33,7 +34,6 @@ from .run_folder import MetricsLog, clear_run_files, plan_start, write_config
 from .step import TrainStep
 from .weights import init_head_from_features, load_init_weights
 
-AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _data_error(err: Exception) -> Optional[str]:
@@ -103,11 +103,14 @@ class Trainer:
                 what = "images in classes of two or more" if cfg.sampler == "pk" else "images"
                 self.log(f"--batch-size {cfg.batch_size} is larger than the training set ({capacity} {what}): "
                          f"batches of {self.batch_size}")
-        if cfg.amp == "fp16" and launch.device.type == "cpu" and launch.is_main:
-            self.log("--amp fp16 on the CPU: float16 is not faster there and overflows easily; --amp bf16 is the CPU's "
-                     "mixed precision")
+        note = cpu_note(cfg.amp) if cfg.amp and launch.device.type == "cpu" else None
+        if note and launch.is_main:
+            self.log(note)
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, in_ch)
+        if in_ch == 1 and cfg.eval_dataset is not None and launch.is_main:
+            self.log(f"notice: the network takes grey images ({cfg.dataset!r} is grey): the held-out images of "
+                     f"{cfg.eval_dataset} are read as grey")
         if in_ch == 1 and cfg.backbone in RESNETS and launch.is_main:
             self.log(f"notice: {cfg.backbone} takes RGB images: the grey images of {cfg.dataset!r} are repeated over its "
                      "three input channels")
@@ -238,12 +241,15 @@ class Trainer:
                     break
                 batches.set_epoch(epoch)
                 model.train()
+                on_disk = (f"{self.out / 'last.pt'} holds the run as it was after epoch {epoch}" if epoch > 0 else
+                           "no checkpoint was written (it diverged in the first epoch)")
                 t0, losses = time.perf_counter(), []
                 for step, (x, y), show in self._steps(loader, epoch, steps_per_epoch, main):
                     lr = set_learning_rate(opt, cfg, step_global, total_steps)
                     y = torch.as_tensor(y).to(device, non_blocking=True)
                     opt.zero_grad(set_to_none=True)
-                    loss = checked_step(step_fn, x, y, epoch, step, lr, cfg.amp)
+                    loss = checked_step(step_fn, x, y, epoch, step, lr, cfg.amp, on_disk,
+                                        None if cfg.schedule == "none" else cfg.schedule)
                     if watch is not None:
                         watch.step(opt)
                     else:
@@ -255,7 +261,8 @@ class Trainer:
                     show(losses[-1], lr)
                 elapsed = time.perf_counter() - t0
                 row = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), "time_s": elapsed,
-                       "images_per_s": self.batch_size * len(losses) / max(elapsed, 1e-9)}
+                       "images_per_s": self.batch_size * len(losses) / max(elapsed, 1e-9),
+                       "steps": step_global, "images_seen": step_global * self.batch_size}
                 if watch is not None:
                     row["skipped_steps"] = watch.end_epoch()
                     if row["skipped_steps"] and main:
@@ -270,7 +277,8 @@ class Trainer:
             metrics.close()
         self.model = model
         if main and history:
-            plot_curves({cfg.loss: history}, self.out / "curves.png")
+            plot_curves({cfg.loss: history}, self.out / "curves.png",
+                        f"{cfg.loss} on {Path(cfg.dataset).name}: {epochs_text(len(history))}")
         return history
 
     def _steps(self, loader, epoch: int, steps: int, main: bool):

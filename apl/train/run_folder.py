@@ -3,7 +3,8 @@
 Files: config.json, metrics.jsonl (one JSON line per step and one per epoch), last.pt (after every
 epoch), best.pt (best held-out mAP so far), curves.png. A new run refuses a non-empty folder unless
 told to overwrite it; a resumed run continues last.pt (or starts over when the run was killed
-before its first checkpoint) and refuses changed settings other than --epochs.
+before its first checkpoint) and refuses changed settings that change what the run computes
+(--epochs may grow; --threads, --device and the loader options may differ).
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from .checkpoint import atomic_write_text
 from .config import TrainConfig
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
-EXTENSIBLE = ("epochs",)  # settings a resumed run may change
+EXTENSIBLE = ("epochs",)  # settings a resumed run may change: a longer run
+# Settings of how a run executes, not of what it computes: they may differ on resume (the CPU
+# kernels give the same results for any number of threads; another device only float round-off).
+RUNTIME = ("threads", "device")
 
 
 @dataclass
@@ -44,6 +48,9 @@ def plan_start(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> St
                 "or --overwrite to replace it"
             )
         return StartPlan()
+    if not out.exists():
+        raise FileNotFoundError(f"--resume: {out} does not exist, so there is no run to continue; leave out --resume "
+                                "to start a new run there")
     saved_file = out / "config.json"
     if not saved_file.is_file():
         if any(name in entries for name in ("last.pt", "metrics.jsonl")):
@@ -53,13 +60,14 @@ def plan_start(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> St
         saved = TrainConfig.from_dict(json.loads(saved_file.read_text()))
     except (ValueError, TypeError) as err:
         raise ValueError(f"--resume: {saved_file} is not a valid apl run configuration ({err})") from None
-    changed = [k for k in cfg.differences(saved) if k not in EXTENSIBLE]
+    changed = [k for k in cfg.differences(saved) if k not in EXTENSIBLE + RUNTIME]
     if changed:
         a, b = cfg.to_dict(), saved.to_dict()
         listing = ", ".join(f"{_flag(k)} {a[k]!r} (the run has {b[k]!r})" for k in changed)
         raise ValueError(
-            f"--resume: {out} holds a run with other settings: {listing}. Only --epochs may change on resume; "
-            "use another --out for a new run"
+            f"--resume: {out} holds a run with other settings: {listing}. Settings that change what the run computes "
+            "cannot change on resume (--epochs may grow; --threads, --device, --workers may differ); use another "
+            "--out for a new run"
         )
     last = out / "last.pt"
     if not last.is_file():

@@ -65,7 +65,27 @@ def _mismatch(target: nn.Module, sd: dict, names: dict) -> tuple[list, list, lis
     return missing, unexpected, shapes
 
 
+def _format(path: Path) -> str | None:
+    """Why the file cannot be a torch.save file, from its first bytes (a zip archive since torch 1.6,
+    a pickle before); None when it can."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return None
+    if not head:
+        return "the file is empty"
+    try:
+        first = head.decode("utf-8").strip().splitlines()[0][:60] if head.strip() else ""
+        return f"it is a text file (it starts with {first!r})"
+    except UnicodeDecodeError:
+        return f"it is neither a zip archive nor a pickle (it starts with bytes {head[:8].hex(' ')})"
+
+
 def _read(path: Path):
+    why = _format(path)
+    if why:
+        raise ValueError(f"--init {path}: not a weights file written by torch.save: {why}; save the weights with "
+                         "torch.save(model.state_dict(), PATH)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -91,6 +111,8 @@ def load_init_weights(model: nn.Module, path: str | Path) -> str:
     """Loads the file into `model` (the whole network) or `model.backbone`; returns which.
     A file that fits neither raises a ValueError listing the mismatched keys."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--init {path}: a folder, not a weights file (a state dict saved with torch.save)")
     if not path.is_file():
         raise FileNotFoundError(f"--init: no such file: {path}")
     sd = _state_dict_of(_read(path), path)

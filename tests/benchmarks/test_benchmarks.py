@@ -35,9 +35,9 @@ def test_naive_formulation_equals_the_reference(score_range, device):
 
 
 def test_quantized_ap_approaches_the_exact_ap_as_bins_grow():
-    """What benchmarks/ap_q_gap.py reports (docs/ap_q.md): AP_Q is below the exact AP, and the gap
-    shrinks as M grows (M = 100 within 0.02 on the report's setting)."""
-    from benchmarks.ap_q_gap import gap
+    """What experiments/ap_q_gap.py reports (docs/ap_q.md): on clustered batches the batch's mAP_Q is
+    below the exact mAP, and the gap shrinks as M grows (M = 100 within 0.02 on the report's setting)."""
+    from experiments.ap_q_gap import gap
 
     gaps = [gap(5, 10, 16, 1.0, m)["mean_gap"] for m in (10, 20, 100)]
     assert 0 < gaps[2] < gaps[1] < gaps[0] and gaps[2] < 0.02 and gaps[1] > 0.03

@@ -1,5 +1,6 @@
 """apl.data.glyphs: the generated font-glyph retrieval data set."""
 
+import math
 import numpy as np
 import pytest
 import torch
@@ -317,3 +318,32 @@ def test_default_cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "apl"
+
+
+def test_long_tail_sizes_follow_a_power_law():
+    from apl.data.glyphs import long_tail_sizes
+
+    sizes = long_tail_sizes(149, 200, 2, seed=0)
+    ranked = sorted(sizes, reverse=True)
+    assert ranked[0] == 200 and ranked[-1] == 2 and len(sizes) == 149
+    assert all(a >= b for a, b in zip(ranked, ranked[1:]))
+    # a power law: rank r has about 200 (r + 1)^-a images, a = log(100) / log(149)
+    a = math.log(100) / math.log(149)
+    assert all(abs(n - max(2, round(200 * (r + 1) ** -a))) == 0 for r, n in enumerate(ranked))
+    assert sizes != ranked  # assigned to the classes in a seeded random order
+    assert long_tail_sizes(149, 200, 2, seed=0) == sizes
+
+
+def test_long_tail_subset_keeps_the_first_images_of_each_class(glyphs):
+    from apl.data.glyphs import long_tail_sizes, long_tail_subset
+
+    ids = glyphs.train_classes[:10]
+    sub = long_tail_subset(glyphs, ids, largest=PER_CLASS, smallest=2, seed=3)
+    sizes = dict(zip(sorted(ids), long_tail_sizes(10, PER_CLASS, 2, seed=3)))
+    got = {c: sub.targets.count(c) for c in set(sub.targets)}
+    assert got == sizes
+    for c in ids:  # the first n_c images of the class, in order
+        mine = sub.images[sub.labels == c]
+        torch.testing.assert_close(mine, glyphs.images[glyphs.labels == c][:sizes[c]], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"needs glyphs of per_class >= {PER_CLASS + 1}"):
+        long_tail_subset(glyphs, ids, largest=PER_CLASS + 1)

@@ -2,6 +2,7 @@
 table's rows, their seeds and means, the cost columns, the plots; a parameter study; the batch-size
 study with a run that cannot fit its memory limit reported as such; a diverged run counted with what
 it kept; and the demo's tuned settings equal to the tuning results they were copied from."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -87,3 +88,61 @@ def test_a_diverged_run_counts_with_what_it_kept(tmp_path, monkeypatch, nan_from
     row = summary("loss", "ap", [history[-1]], [1.0])
     assert row["diverged"] == 1 and "| ap (1 of 1 runs diverged) |" in markdown([row], "loss")
 
+
+
+def test_demo_defaults_to_three_losses_and_all_gives_every_one(monkeypatch, tmp_path):
+    """`apl demo` trains AP, FastAP and triplet; --all every loss; arguments are checked first."""
+    import apl.demo as demo_pkg
+
+    seen = {}
+    monkeypatch.setattr(demo_pkg, "run_demo", lambda out, **kw: seen.update(kw))
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert seen["losses"] == ("ap", "fastap", "triplet")
+    assert main(["demo", "--all", "--out", str(tmp_path)]) == 0
+    assert seen["losses"] == LOSSES
+    assert main(["demo", "--losses", "tie_aware", "ap", "--out", str(tmp_path)]) == 0
+    assert seen["losses"] == ("tie-aware", "ap")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--losses", "ap", "hinge"], "argument --losses: unknown loss 'hinge'; choose from ap, tie-aware"),
+    (["--all", "--losses", "ap"], "--all and --losses exclude each other"),
+    (["--losses", "ap", "ap"], "--losses names a loss twice"),
+    (["--study", "bins", "--losses", "ap"], "--study bins trains the AP loss only"),
+    (["--threads", "0"], "--threads must be an integer >= 1, got 0"),
+])
+def test_demo_refuses_bad_arguments_before_any_work(monkeypatch, tmp_path, capsys, args, message):
+    import apl.demo as demo_pkg
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(demo_pkg, "run_demo", no_work)
+    monkeypatch.setattr(demo_pkg, "run_study", no_work)
+    with pytest.raises(SystemExit) if "argument --losses" in message else contextlib.nullcontext():
+        assert main(["demo", *args, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_imbalance_study_writes_one_record_per_run(tmp_path, monkeypatch):
+    """Plumbing of `apl demo --study imbalance` at a tiny budget (the long tail cut to 8 down to 2
+    images so that the glyphs generate in seconds): the record keys, the sampler and weights of each
+    setting, the paired differences."""
+    import apl.train.data as data
+    from apl.demo.records import RECORD_KEYS
+    from apl.demo.studies import run_study
+
+    monkeypatch.setattr(data, "LONG_TAIL", (8, 2))
+    run_study("imbalance", tmp_path, epochs=1, seeds=(0, 1), log=lambda m: None)
+    records = json.loads((tmp_path / "imbalance" / "records.json").read_text())
+    assert len(records) == 6 and all(set(RECORD_KEYS) <= set(r) for r in records)
+    assert {(r["sampler"], r["class_balanced"]) for r in records} == {("random", False), ("random", True), ("pk", False)}
+    assert all(r["study"] == "imbalance" and r["steps"] == 9 and r["images_seen"] == 9 * r["batch_size"]
+               and 0 < r["map@r"] <= 1 and r["step_s"] > 0 for r in records)
+    paired = json.loads((tmp_path / "imbalance" / "paired.json").read_text())
+    assert [p["seeds"] for p in paired] == [[0, 1], [0, 1]]
+    first = paired[0]
+    by = {(r["setting"], r["seed"]): r["map@r"] for r in records}
+    assert first["differences"] == [round(by[(first["a"], s)] - by[(first["b"], s)], 4) for s in (0, 1)]
+    assert "| random batches, class-balanced weights - random batches, uniform weights |" in \
+        (tmp_path / "imbalance" / "paired.md").read_text()

@@ -117,6 +117,33 @@ def test_triplet_equals_the_definition(seed):
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
 
 
+# --- triplet with hard-negative mining, batch form (Hermans et al., 2017) ------------------------
+
+def _triplet_hard(x, y, margin=0.2):
+    """Each anchor with its farthest positive and its closest negative; the mean of the
+    margin-violating terms (PML's reducer for the triplet loss averages its non-zero losses)."""
+    d = _dist(x)
+    terms = []
+    for a in range(len(y)):
+        pos = [j for j in range(len(y)) if j != a and y[j] == y[a]]
+        neg = [j for j in range(len(y)) if y[j] != y[a]]
+        if not pos or not neg:
+            continue
+        v = max(d[a, j] for j in pos) - min(d[a, j] for j in neg) + margin
+        if v > 0:
+            terms.append(v)
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_triplet_hard_equals_the_definition(seed):
+    x, y = _batch(B=16, seed=seed)
+    margin = apl.losses.SPECS["triplet-hard"].defaults["margin"]
+    la, lb, ga, gb = _both(build_loss("triplet-hard"), lambda e, t: _triplet_hard(e, t, margin), x, y)
+    assert abs(la.item() - lb.item()) < 1e-10
+    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
+
+
 # --- contrastive: the hinge form of PML and Musgrave et al. (ECCV 2020) -------------------------
 
 def _contrastive(x, y, neg_margin=0.5):
@@ -148,10 +175,10 @@ def test_contrastive_equals_the_definition(seed):
 def test_pml_smoothap_is_wrong_unless_p_equals_k(P, K):
     """docs/pml_smoothap.md: PML groups a class-sorted batch as (K, P) instead of (P, K)."""
     import pytorch_metric_learning
-    from pytorch_metric_learning.losses import SmoothAPLoss
 
-    if pytorch_metric_learning.__version__ != "2.9.0":
+    if pytorch_metric_learning.__version__ != "2.9.0":  # 2.8 has no SmoothAPLoss
         pytest.skip(f"the defect is documented for PML 2.9.0, this is {pytorch_metric_learning.__version__}")
+    from pytorch_metric_learning.losses import SmoothAPLoss
     g = torch.Generator().manual_seed(P * K)
     y = torch.arange(P).repeat_interleave(K)
     centres = torch.randn(P, 16, generator=g, dtype=torch.float64)  # images cluster by class, as after training

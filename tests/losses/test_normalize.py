@@ -1,5 +1,6 @@
-"""Issue 11, item 9: embeddings that are not unit-norm. `APLoss` normalises by default; the
-functional API warns once per process when rows are far from unit norm."""
+"""Embeddings that are not unit-norm. `APLoss` normalises by default (half precision in float32); the
+functional API warns once per process, loss family and argument when rows are far from unit norm,
+saying why it matters to that loss, and the warning points at the user's line."""
 import warnings
 
 import pytest
@@ -58,7 +59,7 @@ def test_no_warning_for_unit_rows(fresh_warning, scale):
         apl.ap_loss(x.to(torch.bfloat16), y, backend="torch")
         apl.ap_loss(x * 10, y, backend="torch", score_range=(-10.0, 10.0))  # raw dot products on purpose
         apl.ap_loss(x * 10, y, backend="torch", normalize=True)
-    assert not notices.given("norm")
+    assert not notices.given("norm:")
 
 
 def test_reference_set_rows_are_checked_too(fresh_warning):
@@ -79,3 +80,59 @@ def test_nonfinite_rows_raise_rather_than_warn(fresh_warning):
 def test_quantized_ap_names_the_shape_it_expects():
     with pytest.raises(ValueError, match=r"scores must be 2-D \(B, N: one row of scores per query\), got shape \(5,\)"):
         apl.quantized_ap(torch.rand(5), torch.ones(5, dtype=torch.bool))
+
+
+def test_rank_losses_warn_about_their_temperature_not_bins(fresh_warning):
+    x, y = unit_rows(16, 4, seed=57), random_labels(16, 3, seed=57)
+    with pytest.warns(UserWarning) as got:
+        apl.smooth_ap_loss(x * 10, y, backend="torch")
+    text = str(got[0].message)
+    assert "Smooth-AP compares scores through sigmoids of width `temperature`" in text
+    assert "bins" not in text and "score_range" not in text
+    with pytest.warns(UserWarning, match="the Recall@k surrogate compares scores through sigmoids"):
+        apl.recall_at_k_loss(x * 10, y, backend="torch")
+
+
+def test_one_case_does_not_hide_another(fresh_warning):
+    """Once per (loss family, argument): the AP loss's warning about the embeddings does not silence
+    the rank loss's, nor the one about a reference set."""
+    q, x, y = unit_rows(6, 3, seed=58), unit_rows(12, 3, seed=59), random_labels(12, 3, seed=59)
+    with pytest.warns(UserWarning, match="rows of embeddings .* the AP loss bins"):
+        apl.ap_loss(x * 5, y, backend="torch")
+    with pytest.warns(UserWarning, match="rows of embeddings .* Smooth-AP"):
+        apl.smooth_ap_loss(x * 5, y, backend="torch")
+    with pytest.warns(UserWarning, match="rows of ref_embeddings .* the AP loss bins"):
+        apl.ap_loss(q, y[:6], x * 5, y, backend="torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        apl.ap_loss(x * 5, y, backend="torch")  # the same case again: silent
+
+
+def test_warnings_point_at_the_users_line(fresh_warning):
+    x, y = unit_rows(16, 4, seed=60), random_labels(16, 3, seed=60)
+    with pytest.warns(UserWarning) as got:
+        apl.ap_loss(x * 10, y, backend="torch")
+    assert got[0].filename == __file__
+    with pytest.warns(UserWarning) as got:  # through nn.Module.__call__ and the module's forward
+        apl.SmoothAPLoss(normalize=False, backend="torch")(x * 10, y)
+    assert got[0].filename == __file__
+    with pytest.warns(UserWarning, match="have no positive") as got:  # a batch check, deeper in apl
+        apl.ap_loss(x, torch.arange(16), backend="torch")
+    assert got[0].filename == __file__
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_rows_are_normalised_in_float32(dtype):
+    from apl.functional.inputs import unit_rows as normalise
+
+    g = torch.Generator().manual_seed(61)
+    x = (torch.randn(64, 32, generator=g) * 3).to(dtype)
+    once = torch.nn.functional.normalize(x.float(), dim=1).to(dtype)  # one rounding, at the end
+    assert torch.equal(normalise(x), once)
+    own = torch.nn.functional.normalize(x, dim=1)  # norm and division rounded in the half dtype
+    exact = torch.nn.functional.normalize(x.double(), dim=1)
+    assert (normalise(x).double() - exact).abs().max() <= (own.double() - exact).abs().max()
+    y = random_labels(64, 8, seed=61)
+    loss = apl.ap_loss(x, y, backend="torch", normalize=True)
+    assert loss.dtype == torch.float32  # half inputs: the loss is computed in float32
+    torch.testing.assert_close(loss, apl.ap_loss(once, y, backend="torch"), rtol=0, atol=0)

@@ -22,8 +22,8 @@ def test_every_loss_builds_and_gives_finite_gradients():
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)
     y = torch.arange(60) % 6
-    assert set(LOSSES) == {"ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "contrastive", "multi-similarity",
-                           "fastap"}
+    assert set(LOSSES) == {"ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "triplet-hard", "contrastive",
+                           "multi-similarity", "fastap"}
     for name in LOSSES:
         e = x[torch.randperm(60, generator=g)].clone().requires_grad_()
         loss = build_loss(name)(e, y)

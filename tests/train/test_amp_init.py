@@ -78,10 +78,30 @@ def test_a_run_that_skips_most_of_its_steps_stops_with_a_clear_error():
     assert healthy.end_epoch() == 4 and healthy.end_epoch() == 0
 
 
-def test_fp16_on_the_cpu_trains_and_says_bf16_is_the_cpu_precision(tmp_path):
+def test_fp16_on_the_cpu_trains_and_says_what_it_costs(tmp_path):
     lines = []
     cfg = TrainConfig(**{**TINY, "amp": "fp16", "epochs": 1, "steps_per_epoch": 30})
     history = Trainer(cfg, tmp_path / "r", log=lines.append, progress=False).run()
-    assert any("--amp fp16 on the CPU" in ln and "bf16" in ln for ln in lines)
+    assert any(ln.startswith("--amp fp16 on the CPU:") and "overflows" in ln for ln in lines)
     # the scaler's search for its scale, not every step (GeM in float16 underflowed: all 30 skipped)
     assert history[-1]["skipped_steps"] <= 18
+
+
+def test_cpu_note_says_slower_where_the_cpu_has_no_native_half_precision():
+    """What --amp costs on a CPU depends on its flags (benchmarks/bench_amp_cpu.py measures it)."""
+    from apl.train.amp import cpu_note
+
+    plain = {"avx2", "f16c", "fma"}
+    for amp, dtype in (("bf16", "torch.bfloat16"), ("fp16", "torch.float16")):
+        note = cpu_note(amp, plain)
+        assert f"this CPU has no native {dtype} arithmetic" in note and "slower than float32" in note
+        assert "Leave out --amp on this machine" in note
+    assert cpu_note("bf16", plain | {"amx_bf16"}) is None  # native: nothing to say
+    assert "slower" not in cpu_note("fp16", plain | {"avx512_fp16"}) and "overflows" in cpu_note("fp16", plain | {"avx512_fp16"})
+
+
+def test_cpu_note_where_the_flags_cannot_be_read(monkeypatch):
+    import apl.train.amp as amp
+
+    monkeypatch.setattr(amp, "cpu_flags", lambda: None)
+    assert "this CPU may have no native torch.bfloat16 arithmetic" in amp.cpu_note("bf16")

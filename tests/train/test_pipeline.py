@@ -149,3 +149,18 @@ def test_cli_eval_on_a_revisited_style_dataset(tmp_path, capsys):
     assert set(metrics) == {"easy", "medium", "hard"}
     assert all(0 <= metrics[p]["map"] <= 1 for p in metrics)
     assert "| medium |" in capsys.readouterr().out
+
+
+def test_curves_of_a_one_epoch_run_show_points(tmp_path):
+    """One epoch is one point per curve: drawn as a marker (a line of one point is invisible), and the
+    title says "1 epoch"."""
+    from apl.plots.curves import plot_curves
+
+    history = [{"epoch": 1, "train_loss": 0.5, "eval_map": 0.3}]
+    fig = plot_curves({"ap": history}, tmp_path / "c.png", "ap on digits: 1 epoch")
+    for ax in fig.axes:
+        (line,) = ax.get_lines()
+        assert line.get_marker() == "o" and len(line.get_xdata()) == 1
+    assert fig._suptitle.get_text() == "ap on digits: 1 epoch"
+    Trainer(TrainConfig(**{**TINY, "epochs": 1}), tmp_path / "r", log=lambda m: None, progress=False).run()
+    assert (tmp_path / "r" / "curves.png").stat().st_size > 1000

@@ -46,7 +46,7 @@ def test_resume_refuses_changed_flags_and_lists_them(tmp_path, capsys):
     assert main(["train", *TINY, "--epochs", "1", "--out", str(run)]) == 0
     assert main(["train", "--out", str(run), "--resume", "--lr", "0.5", "--dim", "16"]) == 2
     err = capsys.readouterr().err
-    assert "--dim 16 (the run has 8)" in err and "--lr 0.5 (the run has 0.001)" in err and "Only --epochs" in err
+    assert "--dim 16 (the run has 8)" in err and "--lr 0.5 (the run has 0.001)" in err and "cannot change on resume (--epochs may grow" in err
     assert main(["train", "--out", str(run), "--resume", "--overwrite"]) == 2
     assert "exclude each other" in capsys.readouterr().err
 
@@ -73,7 +73,29 @@ def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path):
     logs = []
     hist = Trainer(cfg, run, log=logs.append, progress=False).run(resume=True)
     assert len(hist) == 1 and any("starting from the beginning" in m for m in logs)
-    assert len(Trainer(cfg, tmp_path / "new", log=logs.append, progress=False).run(resume=True)) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()  # made, then killed before its config was written
+    assert len(Trainer(cfg, empty, log=logs.append, progress=False).run(resume=True)) == 1
+
+
+def test_resume_of_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    """Not a new run on the built-in digits: nothing is written."""
+    assert main(["train", "--resume", "--out", str(tmp_path / "typo")]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: {tmp_path / 'typo'} does not exist, so there is no run to continue" in err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_runtime_options_may_change_on_resume(tmp_path, capsys):
+    """--threads and --device do not change what the run computes: a resume may set them; a setting
+    that does is refused."""
+    base = ["train", "--dim", "8", "--batch-size", "64", "--steps-per-epoch", "1", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(base + ["--epochs", "1", "--threads", "1"]) == 0
+    assert main(base + ["--epochs", "2", "--threads", "2", "--device", "cpu", "--workers", "0", "--resume"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] == 2
+    capsys.readouterr()
+    assert main(base + ["--epochs", "3", "--lr", "0.5", "--resume"]) == 2
+    assert "--lr 0.5 (the run has 0.001)" in capsys.readouterr().err
 
 
 def test_metrics_log_keeps_no_epoch_twice(tmp_path):

@@ -94,3 +94,18 @@ def test_pca_start_reads_image_folders_of_mixed_shapes(tmp_path):
     assert pca[-1]["eval_map"] != plain[-1]["eval_map"]
     head = torch.load(tmp_path / "pca" / "last.pt", weights_only=True)["model"]
     assert torch.isfinite(head["head.whiten.weight"]).all()
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_text("hello world\n"), "not a weights file written by torch.save: it is a text file (it starts with 'hello world')"),
+    (lambda p: p.write_bytes(b""), "not a weights file written by torch.save: the file is empty"),
+    (lambda p: p.write_bytes(bytes([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3, 4])), "it is neither a zip archive nor a pickle (it starts with bytes ff d8 ff e0"),
+    (lambda p: p.mkdir(), "a folder, not a weights file"),
+])
+def test_init_says_what_the_file_really_is(tmp_path, make, reason):
+    """A text file is not "pickled objects", a folder is not "no such file"."""
+    path = tmp_path / "weights.pt"
+    make(path)
+    with pytest.raises((ValueError, IsADirectoryError)) as err:
+        load_init_weights(_net(0), path)
+    assert reason in str(err.value) and "Python objects" not in str(err.value) and "no such file" not in str(err.value)

@@ -58,6 +58,8 @@ from .dataset import (
     GlyphDataset,
     GlyphSet,
     glyph_subset,
+    long_tail_sizes,
+    long_tail_subset,
     make_glyphs,
     split_classes,
     split_glyphs,
@@ -67,6 +69,6 @@ from .dataset import (
 __all__ = [
     "CHARACTERS", "CYRILLIC", "DIGITS", "FONT_FACES", "FORMAT_VERSION", "GREEK", "GlyphDataset", "GlyphSet",
     "LATIN", "MERGE_BLUR", "MERGE_SIZE", "MERGE_THRESHOLD", "MIN_FACES", "SYMBOLS", "default_cache_dir",
-    "glyph_subset", "glyphs_cache_path", "load_glyphs", "make_glyphs", "merge_report", "split_classes",
+    "glyph_subset", "glyphs_cache_path", "long_tail_sizes", "long_tail_subset", "load_glyphs", "make_glyphs", "merge_report", "split_classes",
     "split_glyphs", "validation_split",
 ]

@@ -104,6 +104,38 @@ def glyph_subset(glyphs: GlyphSet, class_ids: Sequence[int], transform: Optional
     return GlyphDataset(glyphs.images[keep], glyphs.labels[keep], transform)
 
 
+def long_tail_sizes(num_classes: int, largest: int = 200, smallest: int = 2, seed: int = 0) -> list[int]:
+    """Images per class following a power law: the class of rank r (0-based, in an order seeded with
+    `seed`) gets round(largest * (r + 1) ** -a) images, a chosen so that the last gets `smallest`.
+    Listed by class index (0..num_classes-1), not by rank."""
+    if num_classes < 2 or not 1 <= smallest <= largest:
+        raise ValueError(f"need num_classes >= 2 and 1 <= smallest <= largest, got {num_classes}, {smallest}, {largest}")
+    a = np.log(largest / smallest) / np.log(num_classes)
+    by_rank = [max(smallest, int(round(largest * (r + 1) ** -a))) for r in range(num_classes)]
+    order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
+    sizes = [0] * num_classes
+    for r, c in enumerate(order):
+        sizes[c] = by_rank[r]
+    return sizes
+
+
+def long_tail_subset(glyphs: GlyphSet, class_ids: Sequence[int], largest: int = 200, smallest: int = 2, seed: int = 0,
+                     transform: Optional[Callable] = None) -> GlyphDataset:
+    """The classes `class_ids` with power-law sizes (`long_tail_sizes`): class c keeps its first
+    n_c images (the same images a smaller balanced set has). `glyphs.per_class` must be at least
+    `largest`."""
+    if glyphs.per_class < largest:
+        raise ValueError(f"a long tail up to {largest} images per class needs glyphs of per_class >= {largest}, "
+                         f"got {glyphs.per_class}")
+    ids = sorted({int(c) for c in class_ids})
+    sizes = long_tail_sizes(len(ids), largest, smallest, seed)
+    rank = torch.arange(len(glyphs.labels)) % glyphs.per_class  # position of each image within its class
+    keep = torch.zeros(len(glyphs.labels), dtype=torch.bool)
+    for c, n in zip(ids, sizes):
+        keep |= (glyphs.labels == c) & (rank < n)
+    return GlyphDataset(glyphs.images[keep], glyphs.labels[keep], transform)
+
+
 def split_glyphs(
     glyphs: GlyphSet, transform: Optional[Callable] = None, eval_transform: Optional[Callable] = None,
 ) -> tuple[GlyphDataset, GlyphDataset]:
