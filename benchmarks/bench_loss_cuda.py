@@ -31,15 +31,14 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
+from . import harness
 from .steps import make_step
 METHODS = ("gemm", "cuda", "cuda_stream", "torch", "naive")
 
@@ -179,32 +178,9 @@ def largest_b(method: str, D: int, chunk: int, start: int, cap: int, tol: float,
 
 
 def machine() -> dict:
-    import torch
-
     import apl
 
-    props = torch.cuda.get_device_properties(0)
-    info = {
-        "gpu": props.name,
-        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-        "sm_count": props.multi_processor_count,
-        "capability": f"{props.major}.{props.minor}",
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "apl_backends": {k: v.available for k, v in apl.available_backends().items()},
-    }
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30,
-        )
-        info["nvidia_smi"] = out.stdout.strip()
-        info["driver"] = out.stdout.strip().split(",")[1].strip() if out.returncode == 0 else None
-    except Exception as exc:  # noqa: BLE001
-        info["nvidia_smi"] = f"unavailable: {exc}"
-    return info
+    return {**harness.machine(gpu=True), "apl_backends": {k: v.available for k, v in apl.available_backends().items()}}
 
 
 def table(rows: list[dict]) -> str:

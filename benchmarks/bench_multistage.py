@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -31,25 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-
 from apl.multistage import multistage_step
+
+from . import harness
+
+HERE = Path(__file__).resolve().parent
 
 
 def make_loss():
-    """The AP loss when apl's API is importable, else a pure-torch listwise stand-in."""
-    try:
-        from apl import APLoss
+    from apl import APLoss
 
-        return APLoss(), "apl.APLoss()"
-    except Exception:  # pragma: no cover - only before apl is wired
-        def loss(d, y):
-            s = d @ d.t()
-            pos = (y[:, None] == y[None, :]).to(s.dtype)
-            return -(s * pos).mean() + torch.logsumexp(s, 1).mean()
-
-        return loss, "listwise stand-in"
+    return APLoss(), "apl.APLoss()"
 
 
 class Normalize(nn.Module):
@@ -58,33 +49,13 @@ class Normalize(nn.Module):
 
 
 def small_cnn(dim: int = 128) -> nn.Module:
-    def block(cin, cout, stride):
-        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    """apl's small CNN (BatchNorm after each convolution, so that multistage's BatchNorm handling is
+    in the measurement) with a linear projection and L2 normalisation."""
+    from apl.nn import SmallCNN
 
-    return nn.Sequential(
-        *block(3, 32, 1), *block(32, 64, 2), *block(64, 64, 1), *block(64, 128, 2), *block(128, 128, 1),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, dim), Normalize(),
-    )
-
-
-def _rss_kib(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    try:  # Linux >= 4.0: "5" resets VmHWM to the current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    backbone = SmallCNN(in_channels=3, norm="batch")
+    return nn.Sequential(backbone, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(backbone.out_channels, dim),
+                         Normalize())
 
 
 def _cpu_setup(batch: int, image: int, threads: int):
@@ -117,10 +88,10 @@ def _cpu_memory_point(method: str, batch: int, chunk: int, image: int, threads: 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-    exact = _reset_peak_rss()
-    rss0 = _rss_kib("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    exact = harness.reset_peak()
+    rss0 = harness.status_kb("VmRSS") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _cpu_step(method, model, x, y, loss_fn, chunk)
-    peak = _rss_kib("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = harness.status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"method": method, "batch": batch, "peak_mib": max(peak - rss0, 0) / 1024.0, "peak_exact": exact}
 
 
@@ -148,10 +119,10 @@ def _cpu_time_points(batches: list[int], chunk: int, image: int, repeats: int, t
 
 
 def _subprocess_json(extra: list[str], args, env=None):
-    cmd = [sys.executable, __file__, *extra, "--chunk-size", str(args.chunk_size), "--image-size",
+    cmd = [sys.executable, "-m", "benchmarks.bench_multistage", *extra, "--chunk-size", str(args.chunk_size), "--image-size",
            str(args.image_size), "--repeats", str(args.repeats), "--threads", str(args.threads),
            "--batch-sizes", *map(str, args.batch_sizes)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=HERE.parent)
     if out.returncode != 0:
         raise RuntimeError(f"{extra} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -294,17 +265,7 @@ def main(argv=None) -> None:
         return
 
     _, loss_name = make_loss()
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu_model)
-    except OSError:
-        pass
-    results: dict = {
-        "machine": {"platform": platform.platform(), "processor": cpu_model,
-                    "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
-        "loss": loss_name,
-    }
+    results: dict = {"machine": harness.machine(gpu=not args.no_gpu), "loss": loss_name}
     t0 = time.time()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     cpu = run_cpu(args)

@@ -1,4 +1,4 @@
-"""Cost of the unit-norm check and of `normalize=True` next to the AP loss step (issue 11, item 9).
+"""Cost of the unit-norm check and of `normalize=True` next to the AP loss step.
 
 Times forward + backward of `apl.ap_loss` on unit-norm (B, D) embeddings three ways, interleaved
 in the same run: the check switched off, the check on (it runs on every call until it has warned,

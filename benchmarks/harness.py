@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Callable
 
 
-def _status_kb(field: str) -> int:
+def status_kb(field: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: peak resident)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _reset_peak() -> bool:
+def reset_peak() -> bool:
+    """Resets VmHWM to the current resident set (Linux >= 4.0); False where that is not possible."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -40,14 +42,14 @@ def time_and_peak(step: Callable[[], object], repeats: int) -> dict:
     step()
     warm = time.perf_counter() - t0
     gc.collect()
-    exact = _reset_peak()
-    base = _status_kb("VmRSS")
+    exact = reset_peak()
+    base = status_kb("VmRSS")
     times = []
     for _ in range(1 if warm > 5 else repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    peak = _status_kb("VmHWM") - base
+    peak = status_kb("VmHWM") - base
     return {"time_s": statistics.median(times), "repeats": len(times), "peak_mb": peak / 1024 if exact else None,
             "threads": torch.get_num_threads()}
 
@@ -78,7 +80,9 @@ def run_worker(module: str, args: list[str], timeout: float, **keys) -> dict:
     return {**keys, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
-def machine() -> dict:
+def machine(gpu: bool = False) -> dict:
+    """The machine a result was measured on: CPU, cores, torch, threads, Python, and with `gpu` the
+    CUDA device (name, memory, SMs, capability, driver, TF32)."""
     import torch
 
     cpu = platform.processor()
@@ -89,5 +93,18 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version()}
+    if gpu and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    sm_count=props.multi_processor_count, capability=f"{props.major}.{props.minor}",
+                    torch_cuda=torch.version.cuda, tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,power.limit",
+                                  "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+            info["nvidia_smi"] = out.stdout.strip()
+            info["driver"] = out.stdout.strip().split(",")[1].strip() if out.returncode == 0 else None
+        except Exception as exc:  # noqa: BLE001  (no nvidia-smi: the rest still describes the GPU)
+            info["nvidia_smi"] = f"unavailable: {exc}"
+    return info

@@ -25,8 +25,8 @@ cannot hold a batch is reported with its memory figure rather than taking the st
     python -m experiments.batch_size                  # the whole study: hours on 2 cores (see the README)
     python -m experiments.batch_size --phase tune     # only the learning-rate choice
     python -m experiments.batch_size --quick OUT.json # plumbing: tiny budgets, seconds (CI)
-Results: experiments/results/batch_size.json (runs already there are kept, so the study resumes);
-tables and plot: experiments/results/batch_size.md, batch_size.png (written from the JSON).
+Results: experiments/results/batch_size.json (runs already there are kept, so the study resumes) and
+its plot batch_size.png; the tables are in docs/results.md (scripts/results_page.py, from the JSON).
 """
 from __future__ import annotations
 
@@ -232,8 +232,16 @@ def _mean_std(values: list[float]) -> str:
 
 
 def write_report(path: Path) -> str:
-    """The tables (markdown) and the plot of the study, from its JSON."""
+    """The tables (markdown, printed) and the plot of the study, from its JSON."""
     report = json.loads(path.read_text())
+    text = report_text(report)
+    print(text)
+    _plot(report, path.with_suffix(".png"))
+    return text
+
+
+def report_text(report: dict) -> str:
+    """The study's tables in markdown (docs/results.md shows them)."""
     runs = report["runs"]
     batches, losses = report["batches"], report["losses"]
     chosen = chosen_settings(runs)
@@ -265,10 +273,7 @@ def write_report(path: Path) -> str:
             cells.append("-" if c is None else f"lr {c['lr']:g}" + (f", margin {c['margin']:g}" if c["margin"] else "")
                          + f" ({c['validation_map@r']:.3f})")
         lines.append(f"| {loss} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    path.with_suffix(".md").write_text(text)
-    _plot(report, path.with_suffix(".png"))
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def _plot(report: dict, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Cross-batch memory (issue 9, item 3): queries ranked against the batch plus a FIFO of past
+"""Cross-batch memory: queries ranked against the batch plus a FIFO of past
 descriptors, each query's own row excluded (`ref_includes_queries`), on every backend."""
 import pytest
 import torch

@@ -17,19 +17,22 @@ import importlib
 import sys
 from typing import Optional
 
-from ..extras import MissingExtraError
+from ..extras import MissingExtraError, require
 from .common import USER_ERRORS, HelpFormatter
 
-# (command, module, the module's function that adds it), in the order of `apl --help`
-COMMANDS = (("demo", "demo_cmd", "add"), ("train", "train_cmd", "add"), ("eval", "eval_cmd", "add"),
-            ("extract", "eval_cmd", None), ("show", "show_cmd", "add"), ("check-images", "check_images_cmd", "add"),
-            ("selftest", "selftest_cmd", "add"))
+# (command, module, the module's function that adds it, the extra it needs), in the order of `apl --help`
+COMMANDS = (("demo", "demo_cmd", "add", "train"), ("train", "train_cmd", "add", "train"),
+            ("eval", "eval_cmd", "add", "train"), ("extract", "eval_cmd", None, "train"),
+            ("show", "show_cmd", "add", "train"), ("check-images", "check_images_cmd", "add", "train"),
+            ("selftest", "selftest_cmd", "add", None))
 
 
 def _unavailable(sub, name: str, error: MissingExtraError) -> None:
+    """A command whose extra is not installed: it answers with the one line that names the extra."""
     def run(a):
         raise error
-    p = sub.add_parser(name, help=f"(needs apl[train]) {name}", add_help=False)
+    # no option prefix: whatever follows the command is accepted, so the answer is the missing extra
+    p = sub.add_parser(name, help=f"(needs apl[train]) {name}", add_help=False, prefix_chars="\0")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=run)
 
@@ -38,14 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="apl", formatter_class=HelpFormatter,
                                 description="Train and evaluate image retrieval with the listwise AP loss.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module, adder in COMMANDS:
+    for name, module, adder, extra in COMMANDS:
         try:
-            mod = importlib.import_module(f".{module}", __name__)
-        except MissingExtraError as exc:  # a command whose extra is not installed still answers, in one line
+            if extra:
+                require(extra, f"apl {name}")
+        except MissingExtraError as exc:
             _unavailable(sub, name, exc)
             continue
         if adder is not None:
-            getattr(mod, adder)(sub)
+            getattr(importlib.import_module(f".{module}", __name__), adder)(sub)
     return p
 
 

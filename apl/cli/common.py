@@ -35,27 +35,22 @@ def after_command(argv: list[str], command: str) -> list[str]:
     return argv[argv.index(command) + 1:] if command in argv else []
 
 
-_DATASETS = ("'digits' (bundled, 5 classes), 'glyphs' (generated characters: 149 classes, evaluated on 150 unseen "
-             "ones), 'glyphs-val' (its tuning split), 'glyphs-lt' (its training classes long-tailed: 200 down to 2 images), an image-list file ('relative/path label' lines) or a folder of "
-             "class folders")
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--dataset/--eval-dataset/--root/--eval-root of the commands that read a checkpoint, whose own
+    datasets are the defaults (`apl train`'s come from TrainConfig's field descriptions)."""
+    import dataclasses
 
+    from ..train.config import DATASETS_HELP, TrainConfig  # needs apl[train], as the commands that call this
 
-def add_data_options(p: argparse.ArgumentParser, train_default=None, training: bool = True) -> None:
-    """--dataset/--eval-dataset/--root/--eval-root: for `apl train` (`training`), or for the commands
-    that read a checkpoint, whose own datasets are the defaults."""
-    if training:
-        p.add_argument("--dataset", default=train_default, help="training images: " + _DATASETS)
-        p.add_argument("--eval-dataset", default=None,
-                       help="held-out images (list file or folder), evaluated after every epoch; required with an "
-                            "image-list or folder --dataset")
-    else:
-        p.add_argument("--dataset", default=None,
-                       help="the dataset to read instead of the checkpoint's: " + _DATASETS + "; with an image list or "
-                            "folder, give --eval-dataset too")
-        p.add_argument("--eval-dataset", default=None,
-                       help="the held-out images to read instead of the checkpoint's (list file or folder)")
-    p.add_argument("--root", default=None, help="folder the --dataset list's paths are relative to (default: the list file's folder)")
-    p.add_argument("--eval-root", default=None, help="folder the --eval-dataset list's paths are relative to (default: that list file's folder)")
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+
+    p.add_argument("--dataset", default=None,
+                   help="the dataset to read instead of the checkpoint's: " + DATASETS_HELP + "; with an image list or "
+                        "folder, give --eval-dataset too")
+    p.add_argument("--eval-dataset", default=None,
+                   help="the held-out images to read instead of the checkpoint's (list file or folder)")
+    p.add_argument("--root", default=None, help=helps["root"])
+    p.add_argument("--eval-root", default=None, help=helps["eval_root"])
 
 
 def add_loader_options(p: argparse.ArgumentParser) -> None:

@@ -23,9 +23,9 @@ README. --study runs one of the paper's parameter studies instead.
 def _demo_loss(value: str) -> str:
     """A loss of the demo's table, other spellings accepted ("tie_aware")."""
     from ..demo.settings import LOSSES
-    from ..losses.registry import canonical
+    from ..train.losses import cli_name
 
-    name = canonical(value)
+    name = cli_name(value)
     if name not in LOSSES:
         raise argparse.ArgumentTypeError(f"unknown loss {value!r}; choose from {', '.join(LOSSES)}")
     return name
@@ -37,14 +37,15 @@ def add(sub) -> None:
 
     d = sub.add_parser("demo", help="every loss on 150 unseen character classes, against the untrained network",
                        description=DEMO, formatter_class=HelpFormatter)
-    d.add_argument("--study", choices=sorted([*STUDIES, "batch"]), default=None,
-                   help="run one of the paper's parameter studies instead (batch: B = 64 ... 4096 through multistage)")
+    d.add_argument("--study", choices=sorted(STUDIES), default=None,
+                   help="run one of the paper's parameter studies instead (the batch-size study, hours long, is "
+                        "python -m experiments.batch_size)")
     d.add_argument("--epochs", type=int, default=EPOCHS, help="epochs per run")
     d.add_argument("--seeds", type=int, nargs="+", default=None,
                    help=f"one run per seed; the table gives mean ± std (default {' '.join(map(str, SEEDS))}; a study's own, "
                         "e.g. 0-4 for imbalance)")
     d.add_argument("--losses", nargs="+", type=_demo_loss, default=None,
-                   help=f"the losses of the table (or of --study batch); default {', '.join(DEFAULT_LOSSES)}: the AP loss, "
+                   help=f"the losses of the table; default {', '.join(DEFAULT_LOSSES)}: the AP loss, "
                         "the strongest other listwise loss and the best pair/triplet baseline of the full table")
     d.add_argument("--all", action="store_true", help=f"every loss: {', '.join(LOSSES)} (the README's full table)")
     d.add_argument("--glyphs-per-class", type=int, default=16, help="images generated per character class")
@@ -54,15 +55,14 @@ def add(sub) -> None:
 
 
 def run_demo(a: argparse.Namespace) -> int:
-    from ..demo import run_batch_study, run_demo as demo, run_study
+    from ..demo import run_demo as demo, run_study
     from ..demo.settings import DEFAULT_LOSSES, LOSSES, SEEDS
 
     # every argument before any work
     if a.all and a.losses:
         raise ValueError("--all and --losses exclude each other (--all is every loss)")
-    if a.study and a.study != "batch" and (a.all or a.losses):
-        raise ValueError(f"--study {a.study} trains the AP loss only; --losses and --all apply to the demo's table and "
-                         "to --study batch")
+    if a.study and (a.all or a.losses):
+        raise ValueError(f"--study {a.study} trains the AP loss only; --losses and --all apply to the demo's table")
     for name, value, low in (("--epochs", a.epochs, 1), ("--glyphs-per-class", a.glyphs_per_class, 2),
                              ("--threads", 1 if a.threads is None else a.threads, 1)):
         if value < low:
@@ -74,9 +74,7 @@ def run_demo(a: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    if a.study == "batch":  # the study's own losses unless named
-        run_batch_study(a.out, **({"losses": losses} if a.all or a.losses else {}))
-    elif a.study:
+    if a.study:
         run_study(a.study, a.out, epochs=a.epochs, seeds=a.seeds)
     else:
         demo(a.out, epochs=a.epochs, seeds=tuple(a.seeds or SEEDS), losses=losses, glyphs_per_class=a.glyphs_per_class)

@@ -16,7 +16,7 @@ from .common import HelpFormatter, add_data_options, add_loader_options
 def _common(p: argparse.ArgumentParser, revisited: bool = True) -> None:
     """The options of the commands that read a checkpoint (`revisited`: the command has --revisited)."""
     p.add_argument("checkpoint", help="an apl checkpoint (a run's last.pt or best.pt)")
-    add_data_options(p, training=False)
+    add_data_options(p)
     p.add_argument("--image-size", type=int, default=None,
                    help="longest side of the images read from files (default: the checkpoint's training size"
                         + ("; 1024 with --revisited" if revisited else "") + "); refused for the built-in datasets, "

@@ -10,15 +10,16 @@ fresh process: median time and peak memory).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Sequence
 
 from ..evaluation.extraction import extract
 from ..evaluation.metrics import precision_recall_curve
 from ..plots.curves import plot_curves, plot_precision_recall
-from ..train.checkpoint import load_model
+from ..train.model import load_model
 from ..train.data import build_datasets
-from .runs import Log, over_seeds, untrained
+from .runs import Log, machine, over_seeds, untrained
 from .settings import EPOCHS, LOSSES, SEEDS, base_config, config
 from .step_cost import measure_in_subprocess
 from .tables import markdown, summary
@@ -33,6 +34,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = EPOCHS, seeds: Sequenc
     results.json, results.md (the table), curves.png (training loss and held-out MAP@R per epoch,
     first seed), pr_curves.png (held-out precision-recall, first seed) and ranks.png (the top
     results of a few unseen queries, first loss, first seed). Returns the table's rows."""
+    t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = tuple(seeds)
@@ -50,8 +52,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = EPOCHS, seeds: Sequenc
         histories, times = over_seeds(cfg, out / loss, seeds, log)
         row = summary("loss", loss, [h[-1] for h in histories], times)
         if measure_cost:
-            options = {k: v for k, v in vars(cfg).items()
-                       if k in ("num_bins", "margin", "temperature", "recall_k", "k_temperature") and v is not None}
+            options = {k: v for k, v in cfg.loss_options().items() if k not in ("memory", "class_balanced") and v is not None}
             cost = measure_in_subprocess(loss, cfg.batch_size, cfg.dim, cfg.batch_size // cfg.images_per_class,
                                          options=options, threads=1)
             row.update(step_ms=cost["time_ms"], peak_mb=cost["peak_mb"])
@@ -74,5 +75,10 @@ def run_demo(out: str | Path = "runs/demo", epochs: int = EPOCHS, seeds: Sequenc
     plot_curves(curves, out / "curves.png", f"glyphs: held-out retrieval of unseen classes; seed {seeds[0]}",
                 metric="map@r", metric_label="MAP@R")
     plot_precision_recall(pr, out / "pr_curves.png", f"held-out precision-recall (seed {seeds[0]} only)")
-    log("\n" + table + f"\n\nwrote {out / 'results.json'}, {out / 'results.md'} and the plots in {out}")
+    seconds = time.perf_counter() - t_start
+    (out / "run.json").write_text(json.dumps({"losses": list(losses), "seeds": list(seeds), "epochs": epochs,
+                                              "glyphs_per_class": glyphs_per_class, "seconds": round(seconds, 1),
+                                              "machine": machine()}, indent=1))
+    log("\n" + table + f"\n\nwrote {out / 'results.json'}, {out / 'results.md'} and the plots in {out} "
+        f"({seconds / 60:.1f} minutes)")
     return rows

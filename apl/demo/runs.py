@@ -10,7 +10,8 @@ import torch
 
 from ..evaluation.extraction import extract
 from ..evaluation.summary import retrieval_metrics
-from ..train.checkpoint import build_model, load_checkpoint
+from ..train.checkpoint import load_checkpoint
+from ..train.model import build_model
 from ..train.config import TrainConfig
 from ..train.data import build_datasets, in_channels
 from ..train.divergence import TrainingDiverged
@@ -18,6 +19,20 @@ from ..train.loop import Trainer
 from .tables import summary
 
 Log = Callable[[str], None]
+
+
+def machine() -> dict:
+    """What a result was measured on: the CPU, its cores, torch and its threads."""
+    import os
+    import platform
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def train(cfg: TrainConfig, out: Path, log: Log) -> tuple[list[dict], float]:

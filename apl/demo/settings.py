@@ -5,9 +5,9 @@ Data: the generated glyphs (apl.data.glyphs): 149 training classes and 150 unsee
 32 x 32 pixels per class. Network: tiny_cnn -> GeM -> BatchNorm -> whitening to 64 dimensions.
 Batches: 32 classes x 8 images. Budget: 12 epochs of the training classes (108 steps), Adam with a cosine
 schedule. What differs between losses is only what `TUNED` holds: the learning rate and the loss's
-own option, chosen by benchmarks/tune_losses.py on the "glyphs-val" split (a quarter of the
+own option, chosen by experiments/tune_losses.py on the "glyphs-val" split (a quarter of the
 *training* classes held out; the unseen classes never looked at), same budget, best MAP@R of the
-validation classes. Its results are benchmarks/results/tune_losses.json, from which `TUNED` is
+validation classes. Its results are experiments/results/tune_losses.json, from which `TUNED` is
 copied (a test checks that the two agree).
 """
 from __future__ import annotations
@@ -25,15 +25,15 @@ LOSSES = ("ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "contrastive"
 # the full table (experiments/results/demo/results.json), so that a first run fits in minutes.
 DEFAULT_LOSSES = ("ap", "fastap", "triplet")
 
-# loss -> TrainConfig changes chosen on the tuning split (benchmarks/results/tune_losses.json).
+# loss -> TrainConfig changes chosen on the tuning split (experiments/results/tune_losses.json).
 TUNED: dict[str, dict] = {
     "ap": {"lr": 0.016, "num_bins": 20},
     "tie-aware": {"lr": 0.032, "num_bins": 20},
-    "smoothap": {"lr": 0.064, "temperature": 0.01},
-    "recall-at-k": {"lr": 0.016, "temperature": 0.03},
-    "triplet": {"lr": 0.064, "margin": 0.8},
-    "contrastive": {"lr": 0.064, "margin": 1.5},
-    "multi-similarity": {"lr": 0.004, "margin": 0.25},
+    "smoothap": {"lr": 0.064, "rank_temperature": 0.01},
+    "recall-at-k": {"lr": 0.016, "rank_temperature": 0.03},
+    "triplet": {"lr": 0.064, "triplet_margin": 0.8},
+    "contrastive": {"lr": 0.064, "contrastive_margin": 1.5},
+    "multi-similarity": {"lr": 0.004, "ms_base": 0.25},
     "fastap": {"lr": 0.016, "num_bins": 40},
 }
 

@@ -32,7 +32,7 @@ def measure(loss: str, batch: int, dim: int, classes: int, repeats: int = 15, op
 
     import torch
 
-    from ..losses import build_loss
+    from ..train.losses import build_loss
 
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(batch, dim), dim=1).requires_grad_()

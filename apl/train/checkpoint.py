@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, read without unpickling code.
+"""Checkpoint files: written atomically, read without unpickling code. What a checkpoint holds is
+the training state's (apl/train/state.py); the model it holds is built by apl/train/model.py.
 
 Writing: the checkpoint goes to a temporary file in the same folder, is flushed and fsynced, then
 renamed over the previous one (atomic on POSIX) and the folder entry fsynced; a kill at any moment,
@@ -16,10 +17,6 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
-
-from ..nn import RetrievalNet
-from .config import TrainConfig
-from .data import in_channels
 
 FORMAT = "apl-checkpoint"
 VERSION = 1
@@ -71,20 +68,6 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def rng_state() -> dict:
-    """Global random states as tensors (loadable with weights_only=True)."""
-    state: dict = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def load_checkpoint(path: PathLike) -> dict:
     """The contents of an apl checkpoint; `NotAnAplCheckpointError` naming the file and the reason
     for anything else."""
@@ -123,21 +106,3 @@ def load_checkpoint(path: PathLike) -> dict:
     if ck.get("version", 0) > VERSION:
         raise NotAnAplCheckpointError(f"not an apl checkpoint: {path} (format version {ck['version']} is newer than this apl's {VERSION})")
     return ck
-
-
-def build_model(cfg: TrainConfig, in_channels: int) -> RetrievalNet:
-    return RetrievalNet(cfg.backbone, dim=cfg.dim, in_channels=in_channels, head=cfg.head)
-
-
-def load_model(checkpoint: PathLike) -> tuple[RetrievalNet, TrainConfig]:
-    """The model (eval mode, CPU) and configuration stored in a checkpoint written by `apl train`."""
-    ck = load_checkpoint(checkpoint)
-    try:
-        cfg = TrainConfig.from_dict(ck["config"])
-        model = build_model(cfg, in_channels(cfg))
-        model.load_state_dict(ck["model"])
-    except (TypeError, ValueError, RuntimeError, KeyError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise NotAnAplCheckpointError(f"not an apl checkpoint: {checkpoint} (its model does not load: {first})") from None
-    model.eval()
-    return model, cfg

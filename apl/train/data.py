@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import torch
 
-from ..data import ClassBalancedBatchSampler, ClassSpreadBatchSampler, ImageList, RandomBatchSampler, split_digits
+from ..data import (ClassBalancedBatchSampler, ClassSpreadBatchSampler, CorruptImageError, ImageList, RandomBatchSampler,
+                    split_digits)
 from ..data import eval_transform, train_transform
 from ..data.loaders import loader_options
 from .config import BUILTIN_DATASETS as BUILTIN, GLYPHS, TrainConfig
@@ -207,8 +209,17 @@ class SeededBatches(torch.utils.data.Sampler):
             yield [(batch[s], sample_seed(self.seed, self.epoch, step, s)) for s in range(lo, lo + share)]
 
 
+@dataclass(frozen=True)
+class UnreadableImage:
+    """An image file that could not be read, carried to the main process as data (an exception
+    raised in a loader worker reaches it only as the text of a traceback): `reason` names the file."""
+
+    reason: str
+
+
 class SeededDataset(torch.utils.data.Dataset):
-    """Item (index, seed) is dataset[index] with the transform's random numbers drawn under `seed`."""
+    """Item (index, seed) is dataset[index] with the transform's random numbers drawn under `seed`;
+    an image that cannot be read is an `UnreadableImage` (with -1 as its label)."""
 
     def __init__(self, dataset) -> None:
         self.dataset = dataset
@@ -218,11 +229,22 @@ class SeededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        with torch.random.fork_rng(devices=[]):
-            # The CPU generator only (the transforms run on CPU): torch.manual_seed would also
-            # queue a seed for every accelerator, recording a stack trace per sample (slow).
-            torch.random.default_generator.manual_seed(seed)
-            return self.dataset[index]
+        try:
+            with torch.random.fork_rng(devices=[]):
+                # The CPU generator only (the transforms run on CPU): torch.manual_seed would also
+                # queue a seed for every accelerator, recording a stack trace per sample (slow).
+                torch.random.default_generator.manual_seed(seed)
+                return self.dataset[index]
+        except (CorruptImageError, FileNotFoundError) as err:
+            return UnreadableImage(str(err)), -1
+
+
+def collate(items: list):
+    """torch's default collation; a batch that holds an unreadable image is that `UnreadableImage`."""
+    for x, _ in items:
+        if isinstance(x, UnreadableImage):
+            return x
+    return torch.utils.data.default_collate(items)
 
 
 def train_loader(dataset, batches: SeededBatches, workers: int, prefetch: int, device: torch.device):
@@ -230,4 +252,4 @@ def train_loader(dataset, batches: SeededBatches, workers: int, prefetch: int, d
     # come from the global RNG (with 0 workers it would be drawn every epoch, with persistent
     # workers once, so the model's random numbers would depend on the number of workers).
     return torch.utils.data.DataLoader(SeededDataset(dataset), batch_sampler=batches, generator=torch.Generator(),
-                                       **loader_options(workers, prefetch, device))
+                                       collate_fn=collate, **loader_options(workers, prefetch, device))

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Optional
 
 from .checkpoint import atomic_write_text
-from .config import TrainConfig
+from .config import RUNTIME_FIELDS, TrainConfig, flag_of
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
 EXTENSIBLE = ("epochs",)  # settings a resumed run may change: a longer run
-# Settings of how a run executes, not of what it computes: they may differ on resume (the CPU
-# kernels give the same results for any number of threads; another device only float round-off).
-RUNTIME = ("threads", "device")
+# Settings of how a run executes, not of what it computes, may differ on resume (the fields marked
+# runtime in config.py: the CPU kernels give the same results for any number of threads, another
+# device only float round-off).
 
 
 @dataclass
@@ -29,10 +29,6 @@ class StartPlan:
 
     checkpoint: Optional[Path] = None
     note: str = ""
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def plan_start(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> StartPlan:
@@ -60,10 +56,10 @@ def plan_start(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) -> St
         saved = TrainConfig.from_dict(json.loads(saved_file.read_text()))
     except (ValueError, TypeError) as err:
         raise ValueError(f"--resume: {saved_file} is not a valid apl run configuration ({err})") from None
-    changed = [k for k in cfg.differences(saved) if k not in EXTENSIBLE + RUNTIME]
+    changed = [k for k in cfg.differences(saved) if k not in EXTENSIBLE + RUNTIME_FIELDS]
     if changed:
-        a, b = cfg.to_dict(), saved.to_dict()
-        listing = ", ".join(f"{_flag(k)} {a[k]!r} (the run has {b[k]!r})" for k in changed)
+        a, b = cfg.flat(), saved.flat()
+        listing = ", ".join(f"{flag_of(k)} {a.get(k)!r} (the run has {b.get(k)!r})" for k in changed)
         raise ValueError(
             f"--resume: {out} holds a run with other settings: {listing}. Settings that change what the run computes "
             "cannot change on resume (--epochs may grow; --threads, --device, --workers may differ); use another "

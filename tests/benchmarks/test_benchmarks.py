@@ -106,7 +106,7 @@ def test_head_check_sees_the_spread_the_loss_sees():
     plain head leaves collapsed; in eval mode both are collapsed (untrained running statistics)."""
     import dataclasses
 
-    from benchmarks.head_check import untrained
+    from experiments.head_check import untrained
     from apl.train import TrainConfig
 
     cfg = TrainConfig(dataset="digits", loss="ap", dim=64, sampler="pk", batch_size=100, images_per_class=20)

@@ -203,7 +203,7 @@ def test_emulated_edge_cases(emu):
 
 
 def test_emulated_launchers_reject_sizes_beyond_the_launch_limits(emu):
-    """Issue 10, 2.5: the launchers refuse (cudaErrorInvalidValue, before any launch) query rows
+    """The launchers refuse (cudaErrorInvalidValue, before any launch) query rows
     beyond grid.x and a symmetric backward beyond 65535 tiles of 32; the ops turn these limits
     into a ValueError that names them (test_launch_limits_raise_value_error on a GPU)."""
     c, lib = emu.c, emu.lib
@@ -232,7 +232,7 @@ def test_emulated_kernels_under_sanitizers(sanitizer, tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_emulated_split_rows_are_bitwise_equal_to_one_block_per_row(emu, dtype):
-    """Issue 10, 2.6: long rows split over several blocks (exact integer partial histograms summed
+    """Long rows split over several blocks (exact integer partial histograms summed
     by a second kernel) give bitwise the result of one block per row, whatever the split; with
     float32 scores the fixed-point histograms are the exact sums, so also bitwise the CPU kernel."""
     g = torch.Generator().manual_seed(5)
@@ -267,7 +267,7 @@ def test_emulated_split_rows_are_bitwise_equal_to_one_block_per_row(emu, dtype):
 
 
 def test_emulated_tiny_float64_weight_is_not_rounded_away(emu):
-    """Issue 10, 2.2: a float64 score one ulp above the centre of bin 2 gives bin 1 a weight of
+    """A float64 score one ulp above the centre of bin 2 gives bin 1 a weight of
     about 1e-15, below the fixed point's 2^-44 (N = 2^17). Rounded to 0, bin 1 and every bin above
     it looked empty while the gradient pass still puts the score in (bin 1, bin 2): coefficients
     of bins 0-1 were 1/3 instead of 2/3 and the item's dAP/ds was -3.17 instead of the CPU's."""

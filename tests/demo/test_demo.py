@@ -38,21 +38,10 @@ def test_a_study_writes_its_table_and_plot(tmp_path):
     assert (tmp_path / "whitening" / "study_whitening.png").is_file()
 
 
-def test_batch_study_reports_what_cannot_run(tmp_path):
-    from apl.demo.batch_study import run_batch_study
-
-    rows = run_batch_study(tmp_path, losses=("ap",), batches=(64,), steps=2, log=lambda m: None)
-    assert rows[0]["status"] == "ok" and rows[0]["step_s"] > 0 and 0 < rows[0]["map@r"] <= 1
-    starved = run_batch_study(tmp_path / "starved", losses=("ap",), batches=(64,), steps=2, memory_gb=0.3,
-                              log=lambda m: None)
-    assert starved[0]["status"] == "memory"
-    assert "cannot run (memory)" in (tmp_path / "starved" / "batch" / "results.md").read_text()
-
-
 def test_every_loss_has_tuned_settings_from_the_tuning_results():
-    results = ROOT / "benchmarks" / "results" / "tune_losses.json"
+    results = ROOT / "experiments" / "results" / "tune_losses.json"
     if not results.is_file():
-        pytest.skip("benchmarks/results/tune_losses.json is only in a source checkout")
+        pytest.skip("experiments/results/tune_losses.json is only in a source checkout")
     chosen = json.loads(results.read_text())["chosen"]
     assert set(TUNED) == set(LOSSES) == set(chosen)
     for loss, values in chosen.items():

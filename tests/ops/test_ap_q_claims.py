@@ -48,3 +48,30 @@ def test_the_exact_ap_of_the_counter_example_is_what_evaluation_reports():
     emb = torch.tensor(rows, dtype=torch.float64)
     aps = average_precisions(emb, torch.tensor([0, 0, 0, 0, 1, 1]))
     assert float(aps[0]) == pytest.approx(exact, abs=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 10, 16), (32, 8, 64)])
+@pytest.mark.parametrize("spread", [1.0, 4.0, None])
+def test_batch_map_q_is_below_the_exact_map_on_measured_data(shape, spread):
+    """What docs/ap_q.md states, and only that: on the batches experiments/ap_q_gap.py measures (clustered
+    unit vectors, with real ranking errors), the batch's mAP_Q was below its exact mAP in every batch
+    (a measurement on these data, not a bound), while single queries were above theirs."""
+    from experiments.ap_q_gap import DRAWS, clustered, compare
+
+    row = compare((clustered(*shape, spread, seed) for seed in range(DRAWS)), num_bins=20)
+    assert row["batches_below"] == 1.0 and row["min_batch_gap"] > 0
+    assert 0 <= row["queries_above"] < 0.5
+
+
+def test_a_nearly_perfect_batch_can_have_its_map_q_above_the_exact_map():
+    """The counter-example docs/ap_q.md gives for batches: well separated classes (spread 0.5), M = 40,
+    draw 11: one query has an error, its AP_Q is above its exact AP, and nothing offsets it."""
+    from experiments.ap_q_gap import clustered
+
+    x, y = clustered(5, 10, 16, 0.5, seed=11)
+    exact = average_precisions(x, y).double()
+    quant, _ = apl.per_query_ap(x, y, num_bins=40, backend="torch")
+    gap = float(exact.mean() - quant.double().mean())
+    assert -1e-4 < gap < 0 and float(exact.mean()) < 1
+    assert int((quant.double() > exact + 1e-12).sum()) == 1
+

@@ -67,7 +67,7 @@ def test_eval_root_is_separate_from_root(tmp_path):
                  "--image-size", "12", "--batch-size", "6", "--epochs", "1", "--dim", "4", "--threads", "1", "--quiet",
                  "--out", str(tmp_path / "r")])
     assert code == 0
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["eval_root"] == str(tmp_path / "b")
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data"]["eval_root"] == str(tmp_path / "b")
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -10,7 +10,7 @@ from PIL import Image
 
 import apl
 from apl.cli import main
-from apl.losses import build_loss
+from apl.train.losses import build_loss
 from apl.evaluation import precision_recall_curve
 from apl.train import TrainConfig, Trainer, load_model
 
@@ -22,8 +22,8 @@ def test_build_loss_names_and_errors():
     assert build_loss("tie-aware").variant == "tie_aware"
     with pytest.raises(ValueError, match=r"unknown loss 'hinge'"):
         build_loss("hinge")
-    with pytest.raises(ValueError, match=r"--margin must be a positive number, got -1"):
-        build_loss("triplet", margin=-1)
+    with pytest.raises(ValueError, match=r"--triplet-margin must be a positive number, got -1"):
+        build_loss("triplet", triplet_margin=-1)
 
 
 def test_trainer_writes_metrics_checkpoint_and_curves(tmp_path):

@@ -26,7 +26,7 @@ def test_non_empty_folder_is_refused_and_overwrite_replaces_the_run(tmp_path, ca
     assert (run / "last.pt").read_bytes() == before  # untouched
     (run / "notes.txt").write_text("mine")
     assert main(["train", *TINY, "--epochs", "1", "--lr", "0.01", "--out", str(run), "--overwrite"]) == 0
-    assert json.loads((run / "config.json").read_text())["lr"] == 0.01
+    assert json.loads((run / "config.json").read_text())["optimiser"]["lr"] == 0.01
     assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
     assert [r["epoch"] for r in _lines(run) if "train_loss" in r] == [1]
 
@@ -57,7 +57,7 @@ def test_resume_with_more_epochs_extends_the_run(tmp_path):
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--quiet"]) == 0
     rows = _lines(run)
     assert [r["epoch"] for r in rows if "train_loss" in r] == [1, 2, 3]
-    assert json.loads((run / "config.json").read_text())["epochs"] == 3
+    assert json.loads((run / "config.json").read_text())["optimiser"]["epochs"] == 3
     ck = torch.load(run / "last.pt", weights_only=True)
     assert ck["epoch"] == 3 and ck["step"] == 6
     # the schedule is recomputed for 6 steps: step 5 (index 4) of 6 under cosine
@@ -92,7 +92,7 @@ def test_runtime_options_may_change_on_resume(tmp_path, capsys):
     base = ["train", "--dim", "8", "--batch-size", "64", "--steps-per-epoch", "1", "--quiet", "--out", str(tmp_path / "r")]
     assert main(base + ["--epochs", "1", "--threads", "1"]) == 0
     assert main(base + ["--epochs", "2", "--threads", "2", "--device", "cpu", "--workers", "0", "--resume"]) == 0
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["threads"] == 2
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["run"]["threads"] == 2
     capsys.readouterr()
     assert main(base + ["--epochs", "3", "--lr", "0.5", "--resume"]) == 2
     assert "--lr 0.5 (the run has 0.001)" in capsys.readouterr().err
@@ -140,7 +140,7 @@ def test_runs_are_not_tied_to_the_folder_they_started_in(tmp_path, monkeypatch, 
     args = ["--dataset", "../data/train", "--eval-dataset", "../data/held", "--image-size", "12", "--batch-size", "18",
             "--dim", "4", "--threads", "1", "--quiet"]
     assert main(["train", *args, "--epochs", "1", "--out", "run"]) == 0
-    saved = json.loads((work / "run" / "config.json").read_text())
+    saved = json.loads((work / "run" / "config.json").read_text())["data"]
     assert saved["dataset"] == str(tmp_path / "data" / "train") and saved["eval_dataset"] == str(tmp_path / "data" / "held")
     monkeypatch.chdir(elsewhere)
     assert main(["eval", str(work / "run" / "best.pt")]) == 0  # the run's own held-out set, from anywhere

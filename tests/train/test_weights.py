@@ -78,7 +78,7 @@ def test_train_from_init_starts_from_those_weights(tmp_path):
     Trainer(cfg, tmp_path / "r", log=lambda m: None, progress=False).run()
     got = torch.load(tmp_path / "r" / "last.pt", weights_only=True)["model"]
     torch.testing.assert_close(got["features.backbone.features.0.weight"], src.state_dict()["features.backbone.features.0.weight"])
-    assert json.loads((tmp_path / "r" / "config.json").read_text())["init"] == str(tmp_path / "w.pt")
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["model"]["init"] == str(tmp_path / "w.pt")
 
 
 def test_pca_start_reads_image_folders_of_mixed_shapes(tmp_path):

@@ -1,6 +1,7 @@
-"""The training losses by name: apl's losses (AP, tie-aware AP, Smooth-AP, Recall@k) and
-pytorch-metric-learning baselines, their options, aliases and refusals (in build_loss as on the
-command line), and a short training of each that must learn."""
+"""The trainer's losses by name (apl.train.losses): apl's losses (AP, tie-aware AP, Smooth-AP,
+Recall@k) and pytorch-metric-learning baselines, their options (one meaning each), the command
+line's aliases, refusals (in build_loss as on the command line), and a short training of each that
+must learn."""
 import dataclasses
 import json
 
@@ -9,10 +10,11 @@ import torch
 
 from apl.cli import main
 from apl.data import split_digits
-from apl.losses import LOSSES, SPECS, PMLLoss, build_loss
+from apl.train.baselines import PMLLoss
+from apl.train.losses import LOSSES, SPECS, build_loss
 from apl.evaluation import extract
 from apl.train import TrainConfig, Trainer, load_model
-from apl.train.checkpoint import build_model
+from apl.train.model import build_model
 from apl.evaluation import mean_average_precision
 
 pytest.importorskip("pytorch_metric_learning")
@@ -38,31 +40,41 @@ def test_baselines_are_pml_with_the_documented_defaults():
     t = build_loss("triplet")
     assert isinstance(t, PMLLoss) and isinstance(t.loss, losses.TripletMarginLoss)
     assert isinstance(t.miner, miners.TripletMarginMiner) and t.miner.type_of_triplets == "all"
-    assert t.loss.margin == SPECS["triplet"].defaults["margin"]
-    assert build_loss("contrastive", margin=0.3).loss.neg_margin == 0.3
+    assert t.loss.margin == SPECS["triplet"].defaults["triplet_margin"]
+    hard = build_loss("triplet-hard")
+    assert isinstance(hard.miner, miners.BatchHardMiner) and hard.loss.margin == SPECS["triplet-hard"].defaults["triplet_margin"]
+    assert build_loss("contrastive", contrastive_margin=0.3).loss.neg_margin == 0.3
+    assert build_loss("multi-similarity", ms_base=0.7).loss.base == 0.7
     assert isinstance(build_loss("multi-similarity").miner, miners.MultiSimilarityMiner)
     assert build_loss("fastap").loss.num_bins == SPECS["fastap"].defaults["num_bins"]
     assert build_loss("ap").num_bins == 20
 
 
-def test_apl_losses_by_name_and_their_aliases():
+def test_apl_losses_by_name_one_spelling_each():
     import apl
 
-    smooth = build_loss("smoothap", temperature=0.05)
+    smooth = build_loss("smoothap", rank_temperature=0.05)
     assert isinstance(smooth, apl.SmoothAPLoss) and smooth.temperature == 0.05
     recall = build_loss("recall-at-k", recall_k=(1, 4), k_temperature=0.5)
     assert isinstance(recall, apl.RecallAtKLoss) and recall.k == (1, 4) and recall.k_temperature == (0.5, 0.5)
-    assert build_loss("tie_aware").variant == "tie_aware" and build_loss("tie-aware").variant == "tie_aware"
-    assert isinstance(build_loss("smooth_ap"), apl.SmoothAPLoss) and isinstance(build_loss("recall_at_k"), apl.RecallAtKLoss)
+    assert build_loss("tie-aware").variant == "tie_aware"
+    # the API takes each name in one spelling; the command line also takes the others
+    with pytest.raises(ValueError, match=r"unknown loss 'tie_aware' \(did you mean 'tie-aware'\?\)"):
+        build_loss("tie_aware")
+    with pytest.raises(ValueError, match=r"unknown loss 'smooth_ap' \(did you mean 'smoothap'\?\)"):
+        TrainConfig(loss="smooth_ap").validate()
+    with pytest.raises(TypeError, match=r"build_loss: unknown options \['margin'\]"):
+        build_loss("triplet", margin=0.2)
     x = torch.nn.functional.normalize(torch.randn(10, 4), dim=1)
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])  # unequal class counts: apl's Smooth-AP takes any layout
     assert torch.isfinite(smooth(x, labels))
 
 
 @pytest.mark.parametrize("name,options,message", [
-    ("ap", dict(margin=0.1), r"loss 'ap' does not take --margin \(it takes: --bins, --class-balanced, --memory\)"),
-    ("triplet", dict(num_bins=7), r"loss 'triplet' does not take --bins \(it takes: --margin\)"),
-    ("smoothap", dict(num_bins=7), r"does not take --bins \(it takes: --temperature, --class-balanced, --memory\)"),
+    ("ap", dict(triplet_margin=0.1), r"loss 'ap' does not take --triplet-margin \(it takes: --bins, --class-balanced, --memory\)"),
+    ("triplet", dict(num_bins=7), r"loss 'triplet' does not take --bins \(it takes: --triplet-margin\)"),
+    ("smoothap", dict(num_bins=7), r"does not take --bins \(it takes: --rank-temperature, --class-balanced, --memory\)"),
+    ("contrastive", dict(triplet_margin=0.5), r"loss 'contrastive' does not take --triplet-margin \(it takes: --contrastive-margin\)"),
     ("contrastive", dict(recall_k=(1, 2)), r"does not take --recall-k"),
 ])
 def test_build_loss_refuses_options_as_the_cli_does(name, options, message):
@@ -71,12 +83,13 @@ def test_build_loss_refuses_options_as_the_cli_does(name, options, message):
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(loss="ap", margin=0.2), r"loss 'ap' does not take --margin \(it takes: --bins, --class-balanced, --memory\)"),
-    (dict(loss="triplet", num_bins=30), r"loss 'triplet' does not take --bins \(it takes: --margin\)"),
+    (dict(loss="ap", triplet_margin=0.2), r"loss 'ap' does not take --triplet-margin \(it takes: --bins, --class-balanced, --memory\)"),
+    (dict(loss="triplet", num_bins=30), r"loss 'triplet' does not take --bins \(it takes: --triplet-margin\)"),
     (dict(loss="triplet", class_balanced=True), r"does not take --class-balanced"),
-    (dict(loss="fastap", temperature=0.1), r"loss 'fastap' does not take --temperature \(it takes: --bins\)"),
-    (dict(loss="multi-similarity", num_bins=10), r"loss 'multi-similarity' does not take --bins \(it takes: --margin\)"),
-    (dict(loss="multi-similarity", margin=-1.0), r"--margin must be a positive number"),
+    (dict(loss="fastap", rank_temperature=0.1), r"loss 'fastap' does not take --rank-temperature \(it takes: --bins\)"),
+    (dict(loss="multi-similarity", num_bins=10), r"loss 'multi-similarity' does not take --bins \(it takes: --ms-base\)"),
+    (dict(loss="multi-similarity", ms_base=-1.0), r"--ms-base must be a positive number"),
+    (dict(loss="contrastive", contrastive_margin=0.0), r"--contrastive-margin must be a positive number"),
     (dict(loss="smoothap", num_bins=10), r"loss 'smoothap' does not take --bins"),
     (dict(loss="recall-at-k", recall_k="1,x"), r"--recall-k must be comma-separated integers"),
     (dict(loss="ap", recall_k="1,2"), r"loss 'ap' does not take --recall-k"),
@@ -90,20 +103,20 @@ def test_config_refuses_options_a_loss_does_not_take(changes, message):
 
 
 def test_cli_messages(tmp_path, capsys):
-    assert main(["train", "--loss", "ap", "--margin", "0.1", "--out", str(tmp_path / "a")]) == 2
-    assert "loss 'ap' does not take --margin" in capsys.readouterr().err
+    assert main(["train", "--loss", "ap", "--triplet-margin", "0.1", "--out", str(tmp_path / "a")]) == 2
+    assert "loss 'ap' does not take --triplet-margin" in capsys.readouterr().err
     assert main(["train", "--loss", "triplet", "--bins", "20", "--out", str(tmp_path / "b")]) == 2
     assert "loss 'triplet' does not take --bins" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--loss", "hinge"])
     err = capsys.readouterr().err.replace("'", "")
-    assert "unknown loss hinge; choose from ap, tie-aware, smoothap, recall-at-k, triplet, contrastive, multi-similarity, fastap" in err
+    assert "unknown loss hinge; choose from ap, tie-aware, smoothap, recall-at-k, triplet, triplet-hard, contrastive, multi-similarity, fastap" in err
     assert main(["train", "--memory", "-3", "--out", str(tmp_path / "c")]) == 2
     assert "--memory must be an integer >= 0" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # nothing written on a refused run
 
 
-@pytest.mark.parametrize("loss,options", [("smoothap", ["--temperature", "0.05"]),
+@pytest.mark.parametrize("loss,options", [("smoothap", ["--rank-temperature", "0.05"]),
                                           ("recall-at-k", ["--recall-k", "1,4", "--k-temperature", "0.5"]),
                                           ("tie_aware", [])])
 def test_cli_trains_apl_losses_with_their_options(tmp_path, loss, options):
@@ -112,7 +125,7 @@ def test_cli_trains_apl_losses_with_their_options(tmp_path, loss, options):
                  "--steps-per-epoch", "1", "--dim", "8", "--threads", "1", "--device", "cpu", "--workers", "0",
                  "--quiet", "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["loss"] == loss.replace("_", "-") and cfg["sampler"] == "spread"  # any layout, aliases stored by name
+    assert cfg["loss"]["loss"] == loss.replace("_", "-") and cfg["data"]["sampler"] == "spread"  # aliases stored by name
 
 
 # The quick setting of the digits: the 5 training digits, P x K batches, 4 epochs on one thread.

@@ -1,7 +1,7 @@
 """The bundled UCI digits written as an image folder: RGB PNGs of mixed sizes (24-40 pixels a side),
 tinted and noisy, one folder per digit. Real handwriting read through the image-folder path
 (Pillow, random resized crops, RGB network input): the "other data" that the demo's glyphs are
-checked against (benchmarks/head_check.py, tests/losses/test_baselines_folder.py)."""
+checked against (experiments/head_check.py, tests/losses/test_baselines_folder.py)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""No baseline collapses on an image folder either (issue 9): the bundled digits written as RGB
+"""No baseline collapses on an image folder either: the bundled digits written as RGB
 PNGs of mixed sizes in class folders, trained through `apl train` with random crops, each loss
 with its defaults (4 epochs of 2 steps), then the unseen classes ranked. (With semi-hard or hard
 triplet mining the triplet loss stalled here at the untrained network's mAP: the default mines
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from apl.cli import main
-from apl.losses import LOSSES
-from benchmarks.digit_folders import write_digit_folders
+from apl.train.losses import LOSSES
+from experiments.digit_folders import write_digit_folders
 
 pytest.importorskip("pytorch_metric_learning")
 

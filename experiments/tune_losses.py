@@ -13,12 +13,12 @@ they agree).
 
 How the demo's settings were found, in two stages (2 cores):
 1. the full grid at a short budget (4 epochs, 28 steps): each loss's own option and a first learning
-   rate; benchmarks/results/tune_losses_4_epochs.json (~1.5 hours)
-       python -m benchmarks.tune_losses --epochs 4 --out benchmarks/results/tune_losses_4_epochs.json
+   rate; experiments/results/tune_losses_4_epochs.json (~1.5 hours)
+       python -m experiments.tune_losses --epochs 4 --out experiments/results/tune_losses_4_epochs.json
 2. at the demo's budget (12 epochs), each loss's option kept from stage 1 and the learning rate tuned
    again (the best rate depends on the budget: at 4 epochs the large rates won, and their runs were a
-   lottery on the unseen classes); benchmarks/results/tune_losses.json (~40 minutes)
-       python -m benchmarks.tune_losses --options-from benchmarks/results/tune_losses_4_epochs.json \
+   lottery on the unseen classes); experiments/results/tune_losses.json (~40 minutes)
+       python -m experiments.tune_losses --options-from experiments/results/tune_losses_4_epochs.json \
            --learning-rates 0.0005 0.001 0.002 0.004 0.008 0.016 0.032 0.064 --top 2
 Either takes --grid-from OLD.json to reuse the runs of an earlier (or interrupted) grid.
 """
@@ -51,11 +51,11 @@ OPTION = {
     "ap": ("num_bins", (5, 10, 20, 40, 80)),
     "tie-aware": ("num_bins", (5, 10, 20, 40, 80)),
     "fastap": ("num_bins", (5, 10, 20, 40, 80)),
-    "smoothap": ("temperature", (0.003, 0.01, 0.03, 0.1, 0.3)),
-    "recall-at-k": ("temperature", (0.003, 0.01, 0.03, 0.1, 0.3)),
-    "triplet": ("margin", (0.1, 0.2, 0.4, 0.8)),
-    "contrastive": ("margin", (0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7)),
-    "multi-similarity": ("margin", (0.25, 0.5, 0.75, 1.0)),  # its base lambda (authors' code 0.5, paper 1)
+    "smoothap": ("rank_temperature", (0.003, 0.01, 0.03, 0.1, 0.3)),
+    "recall-at-k": ("rank_temperature", (0.003, 0.01, 0.03, 0.1, 0.3)),
+    "triplet": ("triplet_margin", (0.1, 0.2, 0.4, 0.8)),
+    "contrastive": ("contrastive_margin", (0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7)),
+    "multi-similarity": ("ms_base", (0.25, 0.5, 0.75, 1.0)),  # its base lambda (authors' code 0.5, paper 1)
 }
 
 
@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
     p.add_argument("--losses", nargs="+", default=list(LOSSES))
     p.add_argument("--learning-rates", type=float, nargs="+", default=list(LEARNING_RATES))
     p.add_argument("--options-from", default=None,
-                   help="a results JSON whose chosen option of each loss (bins, temperature, margin) is kept fixed")
+                   help="a results JSON whose chosen option of each loss (bins, rank temperature, margin, base) is kept fixed")
     p.add_argument("--out", default=str(RESULTS / "tune_losses.json"))
     a = p.parse_args(argv)
     results, chosen = [], {}

@@ -9,9 +9,9 @@ MAP@R, and the MAP@R after training with the AP loss (M = 20), over 3 seeds. Dat
 - glyphs: the demo's (149 training classes of generated characters, 150 unseen);
 - digits: the bundled UCI digits, 8 x 8 grey (digits 0-4 trained, 5-9 unseen);
 - digit folder: the same handwriting as RGB PNGs of mixed sizes read from class folders, with
-  random resized crops, through the image-folder path (benchmarks/digit_folders.py).
+  random resized crops, through the image-folder path (experiments/digit_folders.py).
 
-    python -m benchmarks.head_check        # writes benchmarks/results/head_check.json (~10 min, 2 cores)
+    python -m experiments.head_check        # writes experiments/results/head_check.json (~10 min, 2 cores)
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from apl.demo.settings import config as demo_config
 from apl.evaluation.extraction import extract
 from apl.evaluation.summary import retrieval_metrics
 from apl.train import TrainConfig, Trainer
-from apl.train.checkpoint import build_model
+from apl.train.model import build_model
 from apl.train.data import build_datasets, in_channels
 
 from .digit_folders import write_digit_folders

@@ -1,4 +1,4 @@
-"""The baselines are right: each PML loss the trainer uses, as `apl.losses.build_loss` builds it,
+"""The baselines are right: each PML loss the trainer uses, as `apl.train.losses.build_loss` builds it,
 against its authors' code or the paper's equations written out here independently (values and
 gradients), and PML's Smooth-AP defect (docs/pml_smoothap.md), the reason `--loss smoothap` is apl's."""
 import math
@@ -9,7 +9,7 @@ import torch
 import apl
 from benchmarks import peers
 from helpers import peer
-from apl.losses import build_loss
+from apl.train.losses import SPECS, build_loss
 
 pytest.importorskip("pytorch_metric_learning")
 
@@ -83,9 +83,9 @@ def _multi_similarity(x, y, alpha=2.0, beta=50.0, lam=0.5, eps=0.1):
 
 @pytest.mark.parametrize("seed, base", [(0, None), (1, None), (2, 1.0)])
 def test_multi_similarity_equals_the_paper(seed, base):
-    """Default base (lambda) 0.5 as the authors' code; --margin sets it (1.0: the paper's)."""
+    """Default base (lambda) 0.5 as the authors' code; --ms-base sets it (1.0: the paper's)."""
     x, y = _batch(seed=seed)
-    ours = build_loss("multi-similarity", margin=base)
+    ours = build_loss("multi-similarity", ms_base=base)
     la, lb, ga, gb = _both(ours, lambda x, y: _multi_similarity(x, y, lam=base or 0.5), x, y)
     assert abs(la.item() - lb.item()) < 1e-10
     torch.testing.assert_close(ga, gb, rtol=1e-7, atol=1e-10)
@@ -111,7 +111,7 @@ def _triplet(x, y, margin=0.4):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_triplet_equals_the_definition(seed):
     x, y = _batch(B=16, seed=seed)
-    margin = apl.losses.SPECS["triplet"].defaults["margin"]
+    margin = SPECS["triplet"].defaults["triplet_margin"]
     la, lb, ga, gb = _both(build_loss("triplet"), lambda e, t: _triplet(e, t, margin), x, y)
     assert abs(la.item() - lb.item()) < 1e-10
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
@@ -138,7 +138,7 @@ def _triplet_hard(x, y, margin=0.2):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_triplet_hard_equals_the_definition(seed):
     x, y = _batch(B=16, seed=seed)
-    margin = apl.losses.SPECS["triplet-hard"].defaults["margin"]
+    margin = SPECS["triplet-hard"].defaults["triplet_margin"]
     la, lb, ga, gb = _both(build_loss("triplet-hard"), lambda e, t: _triplet_hard(e, t, margin), x, y)
     assert abs(la.item() - lb.item()) < 1e-10
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
@@ -163,7 +163,7 @@ def _contrastive(x, y, neg_margin=0.5):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_contrastive_equals_the_definition(seed):
     x, y = _batch(seed=seed)
-    margin = apl.losses.SPECS["contrastive"].defaults["margin"]
+    margin = SPECS["contrastive"].defaults["contrastive_margin"]
     la, lb, ga, gb = _both(build_loss("contrastive"), lambda e, t: _contrastive(e, t, margin), x, y)
     assert abs(la.item() - lb.item()) < 1e-10
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
