@@ -36,7 +36,11 @@ def run(a: argparse.Namespace) -> int:
     from ..ops.selftest import selftest
 
     wanted = None if a.device is None else _device(a.device)
-    results = selftest(wanted)
+    try:
+        results = selftest(wanted)
+    except Exception as exc:  # noqa: BLE001  (a crash of the check is a failure to report, not a traceback)
+        print(f"apl selftest: FAILED  raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+        return 1
     status = 0
     for name, r in results.items():
         if not r.get("available", True):

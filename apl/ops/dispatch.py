@@ -56,13 +56,16 @@ def self_check(device: torch.device, check: Optional[Callable[[torch.device], di
         return True, "self-test skipped (APL_SKIP_SELFTEST)"
     key = str(device)
     if key not in _self_checks:
-        if torch.compiler.is_compiling():  # kernels cannot run while tracing; check on first eager use
-            return True, "self-test deferred while compiling"
+        # Also while torch.compile traces: this runs in Python at trace time (resolve_for keeps the
+        # result as a constant of the graph), on real tensors, so a compiled graph never bakes in
+        # kernels that were not checked; a check that cannot run there fails, and "auto" falls back.
         try:
             r = (check or selftest.quick_check)(device)
-            ok, why = bool(r["ok"]), str(r["reason"])
+            ok, why, sticky = bool(r["ok"]), str(r["reason"]), bool(r.get("sticky"))
         except Exception as exc:  # noqa: BLE001  (any failure is the finding)
-            ok, why = False, f"raised {type(exc).__name__}: {exc}"
+            ok, why, sticky = False, f"raised {type(exc).__name__}: {exc}", False
+        if sticky:
+            raise RuntimeError(f"apl: the compiled {device.type.upper()} kernels failed apl's self-test on {device}: {why}")
         if not ok:
             why = (f"the compiled {device.type.upper()} kernels failed apl's self-test on {device} ({why}); "
                    "run `apl selftest` and report its output to the apl maintainers")

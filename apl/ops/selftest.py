@@ -31,6 +31,11 @@ TOLERANCE = {torch.float32: 5e-4, torch.float64: 1e-9}
 DEFAULT_SIZES = (24, 61)
 AUTO_SIZES = (12,)
 DIM = 16
+# The long row: a few queries against a reference set that starts with them (self_offset 0) and
+# holds one class of LONG_CLASS in LONG_N items, so that the CUDA rank kernel scans many tiles of its
+# 256 threads and spills the rows with more positives than its shared-memory table holds (480).
+LONG_N, LONG_CLASS, LONG_QUERIES = 600, 540, 4
+SMALL_TEMPERATURE = 1e-3  # score spread / temperature > 700: the exponential-per-pair path
 _VARIANTS = ("ap_q", "tie_aware", "tie_aware_simplified")
 
 
@@ -73,10 +78,14 @@ def _cases(B: int, quick: bool) -> Iterator[tuple[str, dict]]:
         yield f"reference-set/{v}", dict(form="ref", variant=v, num_bins=20)
     yield "reference-set/streaming", dict(form="ref", variant="tie_aware_simplified", num_bins=20,
                                           chunk_size=stream)
+    yield "reference-set/includes-queries", dict(form="long", variant="ap_q", num_bins=20)
     for v in variants:
         yield f"scores/{v}", dict(form="scores", variant=v, num_bins=17)
     for kind in RANK_KINDS:  # the rank surrogates: every query mode, streaming, a reference set
         yield f"{kind}/self", dict(form="rank", kind=kind, mode=QUERY_EXCLUDED)
+        yield f"{kind}/small-temperature", dict(form="rank", kind=kind, mode=QUERY_EXCLUDED,
+                                                temperature=SMALL_TEMPERATURE)
+        yield f"{kind}/long-row", dict(form="rank-long", kind=kind, mode=QUERY_EXCLUDED)
         if not quick:
             mode = QUERY_ITEM_AND_POSITIVE if kind == "smooth_ap" else QUERY_ITEM_ONLY
             yield f"{kind}/self-included", dict(form="rank", kind=kind, mode=mode)
@@ -97,14 +106,19 @@ def _run_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
         (gs,) = torch.autograd.grad(loss, [s])
         return [ap.detach(), loss.detach(), gs]
     kw["chunk_size"] = case.get("chunk_size") or 0
-    x = inputs["x"].detach().clone().requires_grad_()
-    leaves = [x]
-    rx = ry = None
-    if case["form"] == "ref":
-        rx = inputs["rx"].detach().clone().requires_grad_()
-        ry = inputs["ry"]
-        leaves.append(rx)
-    ap, npos = core.per_query(x, inputs["y"], rx, ry, **kw)
+    if case["form"] == "long":
+        x, y, rx, ry = _long_row(inputs)
+        leaves = [x, rx]
+        kw["self_offset"] = 0
+    else:
+        x, y = inputs["x"].detach().clone().requires_grad_(), inputs["y"]
+        leaves = [x]
+        rx = ry = None
+        if case["form"] == "ref":
+            rx = inputs["rx"].detach().clone().requires_grad_()
+            ry = inputs["ry"]
+            leaves.append(rx)
+    ap, npos = core.per_query(x, y, rx, ry, **kw)
     loss = core.weighted_loss(ap, npos > 0)
     grads = torch.autograd.grad(loss, leaves)
     return [ap.detach(), loss.detach(), *grads]
@@ -112,15 +126,19 @@ def _run_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
 
 def _run_rank_case(backend: str, inputs: dict, case: dict) -> list[torch.Tensor]:
     """[per-query value, loss, gradients...] of one backend on a rank-surrogate case."""
-    x = inputs["x"].detach().clone().requires_grad_()
-    leaves, rx, ry = [x], None, None
+    x, y = inputs["x"].detach().clone().requires_grad_(), inputs["y"]
+    leaves, rx, ry, offset = [x], None, None, -1
     if case["form"] == "rank-ref":
         rx = inputs["rx"].detach().clone().requires_grad_()
         ry = inputs["ry"]
         leaves.append(rx)
-    value, npos = core.rank_per_query(x, inputs["y"], rx, ry, kind=RANK_KINDS[case["kind"]], temperature=0.05,
-                                      ks=(1.0, 2.0, 4.0), k_temperatures=(1.0, 0.5, 1.0), query_mode=case["mode"],
-                                      backend=backend, chunk_size=case.get("chunk_size") or 0)
+    elif case["form"] == "rank-long":
+        x, y, rx, ry = _long_row(inputs)
+        leaves, offset = [x, rx], 0
+    value, npos = core.rank_per_query(x, y, rx, ry, kind=RANK_KINDS[case["kind"]],
+                                      temperature=case.get("temperature", 0.05), ks=(1.0, 2.0, 4.0),
+                                      k_temperatures=(1.0, 0.5, 1.0), query_mode=case["mode"], backend=backend,
+                                      chunk_size=case.get("chunk_size") or 0, self_offset=offset)
     loss = core.weighted_loss(value, npos > 0)
     return [value.detach(), loss.detach(), *torch.autograd.grad(loss, leaves)]
 
@@ -137,11 +155,21 @@ def _compare(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
     return err
 
 
+def _long_row(inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(queries, labels, reference set, labels): the reference set starts with the queries."""
+    rx = inputs["long_x"].detach().clone().requires_grad_()
+    return rx[:LONG_QUERIES], inputs["long_y"][:LONG_QUERIES], rx, inputs["long_y"]
+
+
 def _inputs(B: int, dtype, device, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     s, rel = _score_matrix(B, B + 7, 17, g, dtype, device)
+    long_y = torch.randint(0, 8, (LONG_N,), generator=g)
+    long_y[torch.randperm(LONG_N, generator=g)[:LONG_CLASS]] = 8
+    long_y[:LONG_QUERIES] = torch.tensor([8, 8, 8, 10**6])  # the big class, and a query without a positive
     return dict(x=_grid_rows(B, g, dtype, device), y=_labels(B, g, device),
-                rx=_grid_rows(B + 5, g, dtype, device), ry=_labels(B + 5, g, device), s=s, rel=rel)
+                rx=_grid_rows(B + 5, g, dtype, device), ry=_labels(B + 5, g, device), s=s, rel=rel,
+                long_x=_grid_rows(LONG_N, g, dtype, device), long_y=long_y.to(device))
 
 
 
@@ -153,7 +181,7 @@ def check_backend(kind: str, device: torch.device, sizes: Sequence[int] = DEFAUL
     example) is a failure whose reason names it.
     """
     t0 = time.perf_counter()
-    worst, failures = 0.0, []
+    worst, failures, name = 0.0, [], "setup"
     dtypes = (torch.float32, torch.float64)
     try:
         for B in sizes:
@@ -165,14 +193,35 @@ def check_backend(kind: str, device: torch.device, sizes: Sequence[int] = DEFAUL
                     if not err <= TOLERANCE[dtype]:
                         failures.append(f"{name} B={B} {str(dtype).replace('torch.', '')}: "
                                         f"error {err:.3g} > {TOLERANCE[dtype]:g}")
+        name = "last launches"
+        if device.type == "cuda":  # an asynchronous fault surfaces here: inside the try
+            torch.cuda.synchronize(device)
     except Exception as exc:  # noqa: BLE001  (any failure of the kernel is the finding)
-        failures.append(f"raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
+        failures.append(f"{name} raised {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
         worst = float("inf")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        if not context_alive(device):
+            failures.insert(0, f"{STICKY} (the first failing case: {name})")
     reason = "; ".join(failures[:3]) + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else "")
     return dict(ok=not failures, max_error=worst, reason=reason or f"matches the reference on {device}",
-                time=time.perf_counter() - t0)
+                time=time.perf_counter() - t0, sticky=bool(failures) and failures[0].startswith(STICKY))
+
+
+# A fault such as an illegal address leaves the CUDA context unusable: every later CUDA call of the
+# process fails, the reference backend's too, so falling back cannot help.
+STICKY = ("the CUDA context is unusable after this error, so no backend can run on this GPU in this process: "
+          "restart it, with backend='torch' to avoid the compiled kernels, and report `apl selftest`'s output")
+
+
+def context_alive(device: torch.device) -> bool:
+    """Whether work still runs on `device` after an error (False: a sticky CUDA error)."""
+    if device.type != "cuda":
+        return True
+    try:
+        torch.ones(1, device=device).add_(1)
+        torch.cuda.synchronize(device)
+        return True
+    except Exception:  # noqa: BLE001  (any failure means the context is gone)
+        return False
 
 
 def _unavailable(reason: str) -> dict:

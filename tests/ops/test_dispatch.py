@@ -161,3 +161,32 @@ def test_broken_extension_does_not_break_import(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ok")
+
+
+def test_a_sticky_error_is_raised_with_the_restart_advice_not_fallen_back_from(self_checks_cpu, monkeypatch):
+    """After an illegal address the CUDA context is dead: the reference cannot run either, so "auto"
+    says that the process must restart, naming the failing case, instead of falling back."""
+    def dead(kind, device, sizes, quick=False):
+        return dict(ok=False, max_error=float("inf"), time=0.0, sticky=True,
+                    reason=f"{st.STICKY} (the first failing case: smooth_ap/long-row)")
+
+    monkeypatch.setattr(st, "check_backend", dead)
+    with pytest.raises(RuntimeError, match="restart it.*smooth_ap/long-row"):
+        dispatch.resolve("auto", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_torch_compile_never_bakes_in_unchecked_kernels(self_checks_cpu, passes):
+    """The self-check runs while torch.compile traces (not deferred to an eager call that a compiled loop
+    never makes): a passing check puts the kernels in the graph, a failing one the reference."""
+    calls = self_checks_cpu((passes, "fine" if passes else "self/ap_q B=12 float32: error 0.3 > 0.0005"))
+    x, y = unit_rows(20, 6, seed=1), random_labels(20, 4, seed=1)
+    torch._dynamo.reset()
+    step = torch.compile(lambda e: apl.ap_loss(e, y), fullgraph=True, backend="aot_eager")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        got = step(x)
+    assert len(calls) == 1, "the check did not run while compiling"
+    fell_back = any("failed apl's self-test" in str(w.message) for w in rec)
+    assert fell_back == (not passes)
+    torch.testing.assert_close(got, apl.ap_loss(x, y, backend="cpu" if passes else "torch"), rtol=0, atol=0)

@@ -47,6 +47,76 @@ def test_selftest_catches_a_wrong_kernel(monkeypatch, where):
 
 
 @needs_cpu_kernel
+@pytest.mark.parametrize("name", ["self_rank", "ref_rank"])
+def test_selftest_catches_a_wrong_rank_kernel(monkeypatch, name):
+    """The rank kernels are checked as the AP ones are: a Smooth-AP / Recall@k off by 1e-3 is reported."""
+    real = getattr(compiled, name)
+
+    def wrong(*args):
+        value, npos = real(*args)
+        return value + 1e-3, npos
+
+    monkeypatch.setattr(compiled, name, wrong)
+    r = st.check_backend("cpu", torch.device("cpu"), sizes=(8,), quick=True)
+    assert not r["ok"] and r["max_error"] >= 1e-3
+    assert "smooth_ap/" in r["reason"] or "recall_at_k/" in r["reason"]
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("path, name, when", [
+    ("long-row", "ref_rank", lambda args: args[2].shape[0] >= st.LONG_N),  # many tiles, spilled rows
+    ("small-temperature", "self_rank", lambda args: args[3] < 0.01),  # the exponential-per-pair path
+    ("includes-queries", "ref_ap", lambda args: args[-1] >= 0),  # self_offset: queries in the reference set
+])
+def test_the_quick_check_reaches_each_kernel_path(monkeypatch, path, name, when):
+    """The check "auto" runs before trusting a GPU covers the long-row (multi-tile scan and spill
+    kernel), small-temperature and reference-set-with-the-queries paths: a kernel wrong only there
+    is caught, and the case is named."""
+    real = getattr(compiled, name)
+
+    def wrong_there(*args):
+        out, npos = real(*args)
+        return (out + 1e-3 if when(args) else out), npos
+
+    monkeypatch.setattr(compiled, name, wrong_there)
+    r = st.check_backend("cpu", torch.device("cpu"), sizes=st.AUTO_SIZES, quick=True)
+    assert not r["ok"] and path in r["reason"], r["reason"]
+
+
+@needs_cpu_kernel
+def test_the_long_row_has_more_positives_than_the_gpu_table_holds():
+    inputs = st._inputs(12, torch.float32, torch.device("cpu"), seed=12)
+    x, y, rx, ry = st._long_row(inputs)
+    positives = (ry[: st.LONG_QUERIES, None] == ry[None]).sum(1) - 1
+    assert rx.shape[0] > 2 * 256 and int(positives.max()) > 480 and int(positives.min()) == 0
+    assert torch.equal(rx[: st.LONG_QUERIES], x)
+
+
+@needs_cpu_kernel
+def test_a_sticky_error_is_named_with_its_case(monkeypatch):
+    def illegal(*args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(compiled, "ref_rank", illegal)
+    monkeypatch.setattr(st, "context_alive", lambda device: False)
+    r = st.check_backend("cpu", torch.device("cpu"), sizes=(8,), quick=True)
+    assert not r["ok"] and r["sticky"]
+    assert r["reason"].startswith(st.STICKY) and "first failing case: smooth_ap/long-row" in r["reason"]
+    assert "illegal memory access" in r["reason"]
+
+
+def test_cli_prints_a_failed_line_when_the_check_itself_crashes(monkeypatch, capsys):
+    from apl.cli import main
+
+    def crash(device=None, sizes=st.DEFAULT_SIZES):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore")
+
+    monkeypatch.setattr(st, "selftest", crash)
+    assert main(["selftest"]) == 1
+    assert "apl selftest: FAILED  raised RuntimeError: CUDA error: an illegal memory access" in capsys.readouterr().out
+
+
+@needs_cpu_kernel
 def test_selftest_reports_a_raising_kernel(monkeypatch):
     def boom(*args):
         raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
