@@ -82,7 +82,7 @@ ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const
   Forward out(B, num_bins, D);
   at::Tensor scores;
   if (chunk_size <= 0) {
-    scores = at::matmul(D, D.t());
+    scores = self_gram(D, k.mirror_upper);
     if (use_unit(k)) {  // the saved (B, B) tensor becomes U = dAP / dS, in place
       k.forward_labels_unit(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag, scores);
     } else {

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "gram.h"
+
 #include <cstdint>
 #include <tuple>
 
@@ -60,6 +62,10 @@ struct RowKernels {
   // row-kernel call, and B of backward_self_symmetric (self retrieval without streaming).
   int64_t max_rows = INT64_MAX;
   int64_t max_self_batch = INT64_MAX;
+
+  // Optional: the lower triangle of the self-retrieval scores from the upper one (gram.h); with it
+  // the forward multiplies half of S = D D^T.
+  MirrorFn mirror_upper = nullptr;
 };
 
 using ForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include "gram.h"
+
 #include <cstdint>
 #include <tuple>
 #include <vector>
@@ -38,6 +40,8 @@ struct RankKernels {
   void (*symmetrize)(const at::Tensor& U, const at::Tensor& g, int64_t r0, at::Tensor& H) = nullptr;
   bool (*can_sync)() = nullptr;
   int64_t max_rows = INT64_MAX;
+  // Optional: the self-retrieval scores from half a GEMM, mirrored (gram.h).
+  MirrorFn mirror_upper = nullptr;
 };
 
 using RankForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;

@@ -13,6 +13,7 @@
 #include "../ap_math.h"
 #include "../ap_ops.h"
 #include "../device_ops.h"
+#include "mirror.h"
 #include "symmetrize.h"
 
 namespace apl {
@@ -332,7 +333,8 @@ bool always_sync() { return true; }
 
 const RowKernels kCpuKernels{forward_labels,      forward_mask,       backward_labels,
                              backward_mask,       backward_self_symmetric, always_sync,
-                             forward_labels_unit, symmetrize_unit};
+                             forward_labels_unit, symmetrize_unit,   INT64_MAX,
+                             INT64_MAX,           mirror_upper};
 
 }  // namespace
 

@@ -32,6 +32,7 @@
 #include "../rank_device_ops.h"
 #include "../rank_math.h"
 #include "../rank_ops.h"
+#include "mirror.h"
 #include "symmetrize.h"
 
 namespace apl {
@@ -293,7 +294,7 @@ void forward(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& 
 
 bool always_sync() { return true; }
 
-const RankKernels kCpuRankKernels{forward, symmetrize_unit, always_sync};
+const RankKernels kCpuRankKernels{forward, symmetrize_unit, always_sync, INT64_MAX, mirror_upper};
 
 }  // namespace
 

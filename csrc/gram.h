@@ -1,0 +1,18 @@
+// The score matrix of self retrieval, S = D D^T, for the device-agnostic op bodies.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace apl {
+
+// Copies the upper triangle of a square matrix onto its lower one (a device's kernel; nullptr: none).
+using MirrorFn = void (*)(at::Tensor& S);
+
+// S = D D^T. With `mirror` and B >= kSymmetricMinRows, only the blocks of rows of S on and above the
+// diagonal are multiplied (S[I, I:] = D_I D_{I:}^T: half the flops of a GEMM, as a symmetric rank-k
+// update has) and the rest is mirrored, so S is exactly symmetric; without, one GEMM.
+at::Tensor self_gram(const at::Tensor& D, MirrorFn mirror);
+
+constexpr int64_t kSymmetricMinRows = 512;
+
+}  // namespace apl
