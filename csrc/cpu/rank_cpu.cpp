@@ -236,6 +236,17 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   return value;
 }
 
+// A slope of a saturated sigmoid, stored as it is, is a subnormal number, and one subnormal operand
+// makes x86 GEMMs in the backward up to 90x slower (measured: Recall@k's backward 12x, on a
+// Xeon). Values below the dtype's smallest normal number times 2^24 (which leaves room for the
+// factor g ~ 1/B the backward multiplies by) are stored as 0: about 1e-31 in float, far below any
+// term that can move a float gradient.
+template <typename T>
+inline T flushed(double v) {
+  constexpr double kFloor = static_cast<double>(std::numeric_limits<T>::min()) * 16777216.0;
+  return std::fabs(v) < kFloor ? T(0) : static_cast<T>(v);
+}
+
 // Rows per parallel task: about 32k score elements (the work per element is P times that of AP).
 inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(N, 1)); }
 
@@ -278,7 +289,7 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
       val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use));
       np[r] = static_cast<int64_t>(row.pos.size());
       T* dst = u + r * N;
-      for (int64_t j = 0; j < N; ++j) dst[j] = static_cast<T>(row.out[j]);
+      for (int64_t j = 0; j < N; ++j) dst[j] = flushed<T>(row.out[j]);
     }
   });
 }
