@@ -39,9 +39,9 @@ DATASETS_HELP = ("'digits' (bundled, 5 classes), 'glyphs' (generated characters:
                  "images), an image-list file ('relative/path label' lines) or a folder of class folders")
 
 # The learning rate when --lr is not given, by backbone family (Adam, batches of 256, from scratch).
-# The small CNNs' is the demo's base; the ResNets' was chosen on the validation split of the glyphs'
-# training classes (experiments/tune_backbone_lr.py, experiments/results/backbone_lr.json): at 1e-3
-# ResNet-101 diverged within a few steps.
+# The small CNNs' is the demo's base. The ResNets' is a safe start, not a tuned value: from scratch
+# at 1e-3 ResNet-101 diverged within a few steps and at 1e-4 it trained (by hand, on a folder of RGB
+# images); experiments/tune_backbone_lr.py chooses it on the glyphs' validation split (not run yet).
 DEFAULT_LR = {"small": 1e-3, "resnet": 1e-4}
 
 # Fields that only the built-in datasets read, with the datasets that read them.
@@ -158,8 +158,8 @@ class TrainConfig:
     # --- optimiser --------------------------------------------------------------------------
     optimizer: str = _opt("adam", "optimiser", "adam is AdamW", choices=OPTIMIZERS)
     lr: Optional[float] = _opt(None, "optimiser", f"base learning rate (default: {DEFAULT_LR['small']:g} for the small "
-                                                  f"CNNs, {DEFAULT_LR['resnet']:g} for the ResNets, which diverge from "
-                                                  "scratch at larger rates)", type=float)
+                                                  f"CNNs, {DEFAULT_LR['resnet']:g} for the ResNets, ResNet-101 diverged from "
+                                                  "scratch at 1e-3)", type=float)
     weight_decay: float = _opt(1e-4, "optimiser", "weight decay", type=float)
     schedule: str = _opt("cosine", "optimiser", "learning-rate schedule over all steps of the run", choices=SCHEDULES)
     epochs: int = _opt(20, "optimiser", "epochs in all; with --resume, a larger value extends the run", type=int)
