@@ -159,6 +159,113 @@ def _chunk_count_agrees(n_chunks: int, model: DistributedDataParallel) -> bool:
     return int(t[0]) == -int(t[1])
 
 
+class _BatchNormTracking:
+    """The BatchNorms of a multistage step: frozen when asked, their modes restored at the end; those
+    that update running statistics gather the whole batch's statistics of their inputs in stage 1
+    (forward hooks) and get a single update at the end, as one forward of the batch would give."""
+
+    def __init__(self, inner: nn.Module, freeze: bool) -> None:
+        self.norms = [m for m in inner.modules() if isinstance(m, _BatchNorm)]
+        self.modes = [m.training for m in self.norms]
+        if freeze:
+            for m in self.norms:
+                m.eval()
+        self.stats: dict[_BatchNorm, _BatchStats] = {}
+        tracked = [
+            m for m in self.norms
+            if m.training and m.track_running_stats and m.running_mean is not None
+            and not isinstance(m, nn.SyncBatchNorm)
+        ]
+        self.hooks = [m.register_forward_pre_hook(self._before) for m in tracked]
+        self.hooks += [m.register_forward_hook(self._after) for m in tracked]
+
+    def _before(self, module: _BatchNorm, args: tuple) -> None:
+        if module not in self.stats:
+            self.stats[module] = _BatchStats(module)
+        self.stats[module].swap_in(module)
+
+    def _after(self, module: _BatchNorm, args: tuple, output: Any) -> None:
+        self.stats[module].swap_out(module)
+        self.stats[module].add(args[0])
+
+    def stop_gathering(self) -> None:
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+
+    def write_running_stats(self) -> None:
+        for m, s in self.stats.items():
+            s.apply(m)
+
+    def close(self) -> None:
+        self.stop_gathering()
+        for m, st in self.stats.items():  # a forward that raised may have left scratch buffers in place
+            st.swap_out(m)
+        for m, mode in zip(self.norms, self.modes):
+            m.train(mode)
+
+
+def _descriptors(model: nn.Module, chunk: Callable[[int], torch.Tensor], starts: list[int], batch: int,
+                 autocast: Any) -> tuple[torch.Tensor, list[_RngStates]]:
+    """Stage 1: the descriptors of the whole batch, chunk by chunk, without a graph; the RNG states
+    before each chunk, so that stage 3 recomputes the same dropout masks."""
+    descriptors: Optional[torch.Tensor] = None
+    rng_states: list[_RngStates] = []
+    with torch.no_grad():
+        for start in starts:
+            rng_states.append(_RngStates())
+            x = chunk(start)
+            with autocast:
+                out = _check_output(model(x), x.shape[0])
+            if descriptors is None:
+                # Low-precision autocast outputs are kept in float32 for the loss.
+                dtype = out.dtype if out.dtype in (torch.float32, torch.float64) else torch.float32
+                descriptors = out.new_empty((batch, out.shape[1]), dtype=dtype)
+            elif out.shape[1] != descriptors.shape[1]:
+                raise ValueError(
+                    f"model output width changed between chunks: {descriptors.shape[1]} then {out.shape[1]}"
+                )
+            descriptors[start : start + x.shape[0]] = out
+    assert descriptors is not None
+    return descriptors, rng_states
+
+
+def _loss_and_gradient(loss_fn: Callable, descriptors: torch.Tensor, labels: torch.Tensor, scaler: Any,
+                       dev_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2: the loss and its gradient with respect to the descriptors. Parameters of loss_fn itself
+    (a batch-coupled head run on the whole batch, a learned temperature) get their gradients here,
+    once per step."""
+    desc = descriptors.detach().requires_grad_(True)
+    # Autocast off even inside a caller's autocast region: histogram-based losses need float32.
+    with torch.enable_grad(), torch.autocast(device_type=dev_type, enabled=False):
+        loss = loss_fn(desc, labels)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
+        loss = loss.reshape(())
+        if loss.requires_grad:
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+    # A loss constant in the descriptors (e.g. no positive pair): zero gradients, but stage 3 still
+    # runs its backward so that DDP ranks stay in step.
+    grad = desc.grad if desc.grad is not None else torch.zeros_like(desc)
+    return loss, grad
+
+
+def _recompute_and_backward(model: nn.Module, chunk: Callable[[int], torch.Tensor], starts: list[int],
+                            grad: torch.Tensor, rng_states: list[_RngStates], ddp: bool, autocast: Any) -> None:
+    """Stage 3: each chunk recomputed with its graph and its rows of the gradient backpropagated; DDP
+    all-reduces once, after the last chunk."""
+    with torch.enable_grad():
+        for i, start in enumerate(starts):
+            rng_states[i].restore()
+            last = i == len(starts) - 1
+            with model.no_sync() if ddp and not last else contextlib.nullcontext():
+                x = chunk(start)
+                with autocast:
+                    out = _check_output(model(x), x.shape[0])
+                out.backward(grad[start : start + x.shape[0]].to(out.dtype))
+
+
 def multistage_step(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -230,111 +337,29 @@ def multistage_step(
             "ranks must run the same number of chunks"
         )
 
-    def chunk(i: int) -> torch.Tensor:
-        x = inputs[starts[i] : starts[i] + chunk_size]
+    def chunk(start: int) -> torch.Tensor:
+        x = inputs[start : start + chunk_size]
         return x.to(device, non_blocking=True) if device is not None else x
 
     dev_type = (device if device is not None else inputs.device).type
     autocast = (
         torch.autocast(device_type=dev_type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     )
-
-    bns = [m for m in inner.modules() if isinstance(m, _BatchNorm)]
-    bn_modes = [m.training for m in bns]
-    if freeze_bn:
-        for m in bns:
-            m.eval()
-    # BatchNorms that will update running statistics: the whole-batch statistics of their inputs
-    # are gathered in stage 1, and a single update is written at the end.
-    stats: dict[_BatchNorm, _BatchStats] = {}
-
-    def bn_pre_hook(module: _BatchNorm, args: tuple) -> None:
-        if module not in stats:
-            stats[module] = _BatchStats(module)
-        stats[module].swap_in(module)
-
-    def bn_post_hook(module: _BatchNorm, args: tuple, output: Any) -> None:
-        stats[module].swap_out(module)
-        stats[module].add(args[0])
-
-    tracked = [
-        m for m in bns
-        if m.training and m.track_running_stats and m.running_mean is not None
-        and not isinstance(m, nn.SyncBatchNorm)
-    ]
-    hooks = [m.register_forward_pre_hook(bn_pre_hook) for m in tracked]
-    hooks += [m.register_forward_hook(bn_post_hook) for m in tracked]
-
-    rng_states: list[_RngStates] = []
+    norms = _BatchNormTracking(inner, freeze_bn)
     after_stage1: Optional[_RngStates] = None
     try:
-        # Stage 1: descriptors only, no graph.
-        descriptors: Optional[torch.Tensor] = None
-        with torch.no_grad():
-            for i, start in enumerate(starts):
-                rng_states.append(_RngStates())
-                x = chunk(i)
-                with autocast:
-                    out = _check_output(model(x), x.shape[0])
-                if descriptors is None:
-                    # Low-precision autocast outputs are kept in float32 for the loss.
-                    dtype = out.dtype if out.dtype in (torch.float32, torch.float64) else torch.float32
-                    descriptors = out.new_empty((batch, out.shape[1]), dtype=dtype)
-                elif out.shape[1] != descriptors.shape[1]:
-                    raise ValueError(
-                        f"model output width changed between chunks: {descriptors.shape[1]} then {out.shape[1]}"
-                    )
-                descriptors[start : start + x.shape[0]] = out
-        for h in hooks:
-            h.remove()
-        hooks = []
+        descriptors, rng_states = _descriptors(model, chunk, starts, batch, autocast)
+        norms.stop_gathering()
         after_stage1 = _RngStates()
         buffers_after_stage1 = _snapshot_buffers(inner)
-        assert descriptors is not None
-
-        # Stage 2: the loss, its gradient with respect to the descriptors, and the gradients of any
-        # parameters of loss_fn itself (a batch-coupled head run on the whole batch, a learned
-        # temperature): they accumulate into .grad here, once per step.
-        desc = descriptors.detach().requires_grad_(True)
-        # Autocast off even inside a caller's autocast region: histogram-based losses need float32.
-        with torch.enable_grad(), torch.autocast(device_type=dev_type, enabled=False):
-            loss = loss_fn(desc, labels)
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-                raise ValueError(f"loss_fn must return a scalar tensor, got {shape}")
-            loss = loss.reshape(())
-            if loss.requires_grad:
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-        grad = desc.grad
-        if grad is None:
-            # A loss constant in the descriptors (e.g. no positive pair): zero gradients, but the
-            # backward still runs so that DDP ranks stay in step.
-            grad = torch.zeros_like(desc)
-
-        # Stage 3: recompute each chunk with its graph, backpropagate its rows of the gradient.
-        with torch.enable_grad():
-            for i, start in enumerate(starts):
-                rng_states[i].restore()
-                last = i == len(starts) - 1
-                sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
-                with sync:
-                    x = chunk(i)
-                    with autocast:
-                        out = _check_output(model(x), x.shape[0])
-                    g = grad[start : start + x.shape[0]]
-                    out.backward(g.to(out.dtype))
+        loss, grad = _loss_and_gradient(loss_fn, descriptors, labels, scaler, dev_type)
+        _recompute_and_backward(model, chunk, starts, grad, rng_states, ddp, autocast)
         _restore_buffers(buffers_after_stage1)
-        for m, s in stats.items():
-            s.apply(m)
+        norms.write_running_stats()
     finally:
-        for h in hooks:
-            h.remove()
-        for m, st in stats.items():  # a forward that raised may have left scratch buffers in place
-            st.swap_out(m)
+        norms.close()
         if after_stage1 is not None:
             after_stage1.restore()
-        for m, mode in zip(bns, bn_modes):
-            m.train(mode)
     return loss.detach(), descriptors
 
 
