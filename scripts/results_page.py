@@ -417,7 +417,8 @@ def speed_headline() -> str:
         for name, m in (("Smooth-AP", "smoothap"), ("Recall@k", "recall")):
             cells = [f"{r[(b, k)][0]:.2f}x, {r[(b, k)][1]:.0f} MB" if (b, k) in r else "-" for k in (m, m + "_stream")]
             lines.append(f"| {name} (B = {b}) | {cells[0]} | {cells[1]} | [results](docs/results.md#rank-surrogates) |")
-    return "\n".join(lines) + "\n"
+    machines = {_machine(d["machine"]) for d in (loss, rank) if d and d.get("machine")}
+    return "\n".join(lines) + "\n" + "".join(f"\n{m}\n" for m in sorted(machines))
 
 
 # --- the page --------------------------------------------------------------------------------------------
