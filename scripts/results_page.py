@@ -395,6 +395,12 @@ def claims_table() -> str:
             lines.append(f"| AP improves with the batch, up to about 4096; a triplet loss with hard mining does not "
                          f"(equal {budget}) | B = {' / '.join(map(str, bs['batches']))}: " + "; ".join(cells)
                          + " | see [the study](#batch-size) |")
+    else:
+        lines.append("| AP improves with the batch, up to about 4096; a triplet loss with hard mining does not | "
+                     "not measured yet (`python -m experiments.batch_size`, hours on 2 cores) | - |")
+    if not memory:
+        lines.append("| (a later paper's) ranking against a cross-batch memory of past descriptors helps | "
+                     "not measured yet (`apl demo --study memory`) | - |")
     return "\n".join(lines) + "\n"
 
 
