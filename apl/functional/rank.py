@@ -118,7 +118,7 @@ def per_query_recall_at_k(
     Recall@k = min(sum_{i in P} sigmoid((k - r_i) / k_temperature), k) / min(k, |P|).
 
     Args:
-        k: the k values (the paper trains with 1, 2, 4, 8, 16).
+        k: the k values, at most 32 (the paper trains with 1, 2, 4, 8, 16).
         temperature: tau_1 of the rank's sigmoid (the paper's 0.01).
         k_temperature: tau_2 of the sigmoid of each k (one number, or one per k; the paper's 1).
         include_query: False (the paper): the query is not among its ranked items. True (the

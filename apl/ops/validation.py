@@ -231,8 +231,15 @@ def check_temperature(value, name: str = "temperature") -> float:
     return float(value)
 
 
+# The most k values of one Recall@k loss: the CUDA kernel keeps them in a fixed array
+# (csrc/cuda/rank_kernels.cuh kRankMaxKs). Every backend refuses more, so a loss that runs on one
+# device runs on all of them.
+MAX_KS = 32
+
+
 def check_ks(k, k_temperature) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The k values of Recall@k (ints >= 1) and one temperature per k (a number or a sequence)."""
+    """The k values of Recall@k (at most MAX_KS ints >= 1) and one temperature per k (a number or a
+    sequence)."""
     ks = (k,) if isinstance(k, int) and not isinstance(k, bool) else k
     try:
         ks = tuple(ks)
@@ -240,6 +247,9 @@ def check_ks(k, k_temperature) -> tuple[tuple[float, ...], tuple[float, ...]]:
         raise TypeError(f"k must be an int or a sequence of ints, got {type(k).__name__}") from None
     if not ks:
         raise ValueError("k must hold at least one value")
+    if len(ks) > MAX_KS:
+        raise ValueError(f"k must hold at most {MAX_KS} values (the CUDA kernel's limit, kept on every "
+                         f"backend), got {len(ks)}")
     for v in ks:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"every k must be an int >= 1, got {v!r} in {k!r}")

@@ -147,3 +147,23 @@ def test_device_mismatch_names_the_tensor(kwargs, match):
 def test_relevance_on_another_device():
     with pytest.raises(ValueError, match=r"relevance is on meta but scores is on cpu"):
         apl.quantized_ap(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool, device="meta"))
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(k=()), ValueError, r"k must hold at least one value"),
+        (dict(k=tuple(range(1, 34))), ValueError, r"k must hold at most 32 values \(the CUDA kernel's limit, kept on every backend\), got 33"),
+        (dict(k=(1, 0)), ValueError, r"every k must be an int >= 1, got 0"),
+        (dict(k=1.5), TypeError, r"k must be an int or a sequence of ints, got float"),
+        (dict(k=(1, 2), k_temperature=(1.0,)), ValueError, r"k_temperature must be one number or one per k \(2\), got 1"),
+        (dict(k=(1, 2), k_temperature=(1.0, -1.0)), ValueError, r"k_temperature must be finite and > 0, got -1.0"),
+    ],
+)
+def test_recall_k_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        apl.recall_at_k_loss(X, Y, **kwargs)
+
+
+def test_thirty_two_k_values_run():
+    assert torch.isfinite(apl.recall_at_k_loss(X, Y, k=tuple(range(1, 33))))
