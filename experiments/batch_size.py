@@ -71,7 +71,7 @@ def _config(loss: str, batch: int, total_steps: int, lr: float, seed: int, datas
                "steps_per_epoch": max(1, total_steps // EPOCHS), "glyphs_per_class": glyphs_per_class,
                "chunk_size": CHUNK if batch > CHUNK else None}
     if margin is not None:
-        changes["margin"] = margin
+        changes["triplet_margin"] = margin
     return config(loss, seed=seed, dataset=dataset, **changes)
 
 

@@ -1,0 +1,27 @@
+"""The experiment scripts build their runs from TrainConfig field names; a renamed field must fail
+here, not hours into a study (the batch-size study once passed the triplet margin under an old name)."""
+import dataclasses
+
+import pytest
+
+from apl.train.config import TrainConfig
+from experiments import batch_size, tune_backbone_lr, tune_losses
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("loss", batch_size.LOSSES)
+def test_batch_size_configs_build(loss):
+    cfg = batch_size._config(loss, 1024, 40, 1e-3, 0, "glyphs-val", margin=0.3)
+    assert cfg.loss == loss and cfg.batch_size == 1024 and cfg.chunk_size == batch_size.CHUNK
+    if loss.startswith("triplet"):
+        assert cfg.triplet_margin == 0.3
+
+
+def test_tuned_options_are_config_fields():
+    assert {option for option, _ in tune_losses.OPTION.values()} <= FIELDS
+
+
+def test_backbone_lr_configs_build():
+    cfg = tune_backbone_lr.config("ap", 1, 0, dataset="glyphs-val", backbone="resnet18", lr=1e-4)
+    assert cfg.backbone == "resnet18" and cfg.lr == 1e-4
