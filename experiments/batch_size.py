@@ -24,7 +24,7 @@ cannot hold a batch is reported with its memory figure rather than taking the st
 
     python -m experiments.batch_size                  # the whole study: hours on 2 cores (see the README)
     python -m experiments.batch_size --phase tune     # only the learning-rate choice
-    python -m experiments.batch_size --quick OUT.json # plumbing: tiny budgets, seconds (CI)
+    python -m experiments.batch_size --quick OUT.json # plumbing: tiny budgets, a few minutes on 2 cores
 Results: experiments/results/batch_size.json (runs already there are kept, so the study resumes) and
 its plot batch_size.png; the tables are in docs/results.md (scripts/results_page.py, from the JSON).
 """

@@ -1,7 +1,7 @@
-"""`apl demo` end to end at a tiny budget (the full run takes about 15 minutes on 2 cores): the
-table's rows, their seeds and means, the cost columns, the plots; a parameter study; the batch-size
-study with a run that cannot fit its memory limit reported as such; a diverged run counted with what
-it kept; and the demo's tuned settings equal to the tuning results they were copied from."""
+"""`apl demo` end to end at a tiny budget (the full run's time is in the README): the table's rows,
+their seeds and means, the cost columns, the plots; the parameter studies; a diverged run counted
+with what it kept; and the demo's tuned settings equal to the tuning results they were copied from.
+The batch-size study's plumbing is in test_experiment_configs.py."""
 import contextlib
 import json
 from pathlib import Path

@@ -25,3 +25,12 @@ def test_tuned_options_are_config_fields():
 def test_backbone_lr_configs_build():
     cfg = tune_backbone_lr.config("ap", 1, 0, dataset="glyphs-val", backbone="resnet18", lr=1e-4)
     assert cfg.backbone == "resnet18" and cfg.lr == 1e-4
+
+
+def test_a_run_over_its_memory_limit_is_recorded_as_such(tmp_path):
+    """A batch that cannot be held is a result of the study (status "memory" and why), not a crash."""
+    spec = {"loss": "ap", "batch_size": 64, "steps": 1, "lr": 1e-3, "margin": None, "seed": 0,
+            "dataset": "glyphs", "memory_gb": 0.25, "glyphs_per_class": 16, "out": str(tmp_path / "run")}
+    rec = batch_size.record("final", "ap", 64, "steps", 1e-3, None, 0, batch_size.run(spec, timeout_s=300))
+    assert rec["status"] == "memory" and "over the 0.25 GB address-space limit" in rec["reason"]
+    assert rec["study"] == "batch-size" and "map@r" not in rec
