@@ -63,8 +63,9 @@ def steps_for(batch: int, budget: str, images: int, steps: int) -> int:
     return max(EPOCHS, images // batch) if budget == "images" else steps
 
 
-def _config(loss: str, batch: int, total_steps: int, lr: float, seed: int, dataset: str, margin: Optional[float],
-            glyphs_per_class: int = GLYPHS_PER_CLASS):
+def study_config(loss: str, batch: int, total_steps: int, lr: float, seed: int, dataset: str, margin: Optional[float],
+                 glyphs_per_class: int = GLYPHS_PER_CLASS):
+    """The study's run of `loss` at batch size `batch` (also what benchmarks/bench_step.py times)."""
     from apl.demo.settings import config
 
     changes = {"lr": lr, "batch_size": batch, "images_per_class": K, "epochs": EPOCHS,
@@ -82,7 +83,7 @@ def _run_one(spec: dict) -> dict:
     from apl.train import Trainer
     from apl.train.divergence import TrainingDiverged
 
-    cfg = _config(spec["loss"], spec["batch_size"], spec["steps"], spec["lr"], spec["seed"], spec["dataset"],
+    cfg = study_config(spec["loss"], spec["batch_size"], spec["steps"], spec["lr"], spec["seed"], spec["dataset"],
                   spec.get("margin"), spec.get("glyphs_per_class", GLYPHS_PER_CLASS))
     try:
         history = Trainer(cfg, spec["out"], log=lambda m: None, progress=False, overwrite=True).run()

@@ -244,6 +244,37 @@ def multistage_table() -> str:
     return "\n".join(lines) + "\n\n" + _machine(data.get("machine")) + "\n"
 
 
+def step_breakdown_table() -> str:
+    from benchmarks.bench_step import table
+
+    data = _load(BENCH / "bench_step.json")
+    if data is None:
+        return _missing(BENCH / "bench_step.json", "python -m benchmarks.bench_step")
+    return ("A training step of the batch-size study's setting, part by part (seconds, median of "
+            f"{data['repeats']}; the share of the whole step in brackets).\n\n" + table(data["rows"]) + "\n\n"
+            + step_summary(data["rows"]) + "\n\n" + _machine(data.get("machine")) + "\n")
+
+
+def step_summary(rows: list) -> str:
+    """What the step breakdown says, in numbers: the network's share and the loss's time at the
+    largest batch, and multistage against plain where plain was measured."""
+    ok = [r for r in rows if "step_s" in r]
+    if not ok:
+        return "No point was measured."
+    top = max(r["batch"] for r in ok)
+    lines = [f"- At B = {top}, per loss: the network (stages 1 and 3) "
+             + ", ".join(f"{r['loss']} {100 * (r['stage1_s'] + r['stage3_s']) / r['step_s']:.0f}%"
+                         for r in ok if r["batch"] == top)
+             + "; the loss alone " + ", ".join(f"{r['loss']} {r['loss_s']:.2f} s" for r in ok if r["batch"] == top)
+             + " of a step of " + ", ".join(f"{r['step_s']:.2f} s" for r in ok if r["batch"] == top) + "."]
+    ratios = [r["multistage_s"] / r["plain_s"] for r in ok if "plain_s" in r]
+    if ratios:
+        lines.append(f"- Multistage against plain backprop: {min(ratios):.2f}x to {max(ratios):.2f}x "
+                     f"(B = {', '.join(str(b) for b in sorted({r['batch'] for r in ok if 'plain_s' in r}))}; "
+                     "the paper's cost: about 1.33x).")
+    return "\n".join(lines)
+
+
 def amp_table() -> str:
     data = _load(BENCH / "amp_cpu.json")
     if data is None:
@@ -447,6 +478,7 @@ SECTIONS: list[tuple[str, Callable[[], str]]] = [
     ("Speed: the AP_Q loss", loss_speed_table),
     ("Rank surrogates", rank_speed_table),
     ("Multistage backpropagation", multistage_table),
+    ("Where a training step's time goes", step_breakdown_table),
     ("Cross-batch memory", memory_table),
     ("Loader throughput", loader_table),
     ("The unit-norm check", norm_check_table),

@@ -113,3 +113,17 @@ def test_head_check_sees_the_spread_the_loss_sees():
     plain, bn = (untrained(dataclasses.replace(cfg, head=h), 0) for h in ("plain", "batchnorm"))
     assert plain["first_step_mean_cosine"] > 0.99 and bn["first_step_mean_cosine"] < 0.5
     assert plain["mean_cosine"] > 0.99 and bn["mean_cosine"] > 0.99
+
+
+def test_step_breakdown_adds_up():
+    """benchmarks/bench_step.py at a small batch that takes multistage chunks: the parts, timed one
+    by one with the library's stage functions, add up to the trainer's whole step (a breakdown
+    that misses a part of the step, or times one twice, fails)."""
+    from benchmarks import bench_step
+
+    row = bench_step.worker("ap", 384, repeats=3)
+    assert row["chunk"] == 256 and row["loss_s"] <= row["head_loss_s"] * 1.5
+    parts = sum(row[p + "_s"] for p in bench_step.PARTS if p != "loss")
+    assert 0.7 < parts / row["step_s"] < 1.4, row
+    assert 1.0 < row["multistage_s"] / row["plain_s"] < 3.0, row  # one more forward, not free
+    assert "384" in bench_step.table([row])

@@ -1,9 +1,10 @@
 """The CUDA kernels at run time, on a GPU (skipped cleanly without one, or when apl was built
 without its CUDA kernels). What every device shares (parity with the reference in every dtype,
 gradcheck, opcheck, torch.compile, edge cases) runs per device in tests/ops/; here only what is
-CUDA's own: agreement with the CPU kernel on bitwise-equal scores, the launch and bin limits,
-bitwise determinism with many blocks contending, CUDA-graph capture of forward + backward, the
-current stream, and a second device.
+CUDA's own: agreement with the CPU kernel on bitwise-equal scores (and, for the rank surrogates, on
+rows long enough for the multi-tile scan and the spill kernel), the launch and bin limits, bitwise
+determinism with many blocks contending, CUDA-graph capture of forward + backward, the current
+stream, and a second device, for AP_Q, Smooth-AP and Recall@k.
 """
 from __future__ import annotations
 
@@ -129,14 +130,71 @@ def test_bin_limit():
         torch.ops.apl.ap_self(x, y, big + 1, -1.0, 1.0, 0, 0)
 
 
+# --- the rank surrogates' long rows ----------------------------------------------------------
+
+RANK_LOSSES = {"smooth_ap": apl.smooth_ap_loss, "recall_at_k": apl.recall_at_k_loss}
+
+
+def _long_rows(dtype):
+    """The emulator's long-row shape (tests/cuda/test_emulator_rank.py): 4 queries against N = 2600
+    items with 5, 1300, 1295 and 0 positives (the two long rows hold more positives than the
+    kernel's shared-memory table, so they take the spill kernel, in several tiles), and 300 items
+    tied on every row. Below float64, rows whose scores every GEMM computes exactly (helpers.exact_rows),
+    so that both devices rank the same scores."""
+    n = 2600
+    if dtype == torch.float64:
+        q, x = unit_rows(4, 8, dtype, seed=41), unit_rows(n, 8, dtype, seed=42)
+    else:
+        q, x = exact_rows(4, seed=41, dtype=dtype), exact_rows(n, seed=42, dtype=dtype)
+    x[2000:2300] = x[2000]
+    xl = torch.full((n,), 2, dtype=torch.int64)
+    xl[:5], xl[5:1305] = 0, 1
+    xl = xl[torch.randperm(n, generator=torch.Generator().manual_seed(43))]
+    return q, torch.tensor([0, 1, 2, 3]), x, xl
+
+
+def _rank_results(name, backend, device, dtype, temperature):
+    """Per-query values, which queries have a positive, the loss and its gradients (queries,
+    items) of `name` on the long rows, on `device` through `backend`, returned on the CPU."""
+    q, ql, x, xl = (t.to(device) for t in _long_rows(dtype))
+    q, x = q.requires_grad_(), x.requires_grad_()
+    per_query = apl.per_query_smooth_ap if name == "smooth_ap" else apl.per_query_recall_at_k
+    value, has = per_query(q, ql, x, xl, backend=backend, temperature=temperature)
+    loss = RANK_LOSSES[name](q, ql, x, xl, backend=backend, temperature=temperature)
+    return [t.detach().cpu() for t in (value, has, loss, *torch.autograd.grad(loss, [q, x]))]
+
+
+def _assert_rank_close(got, want, dtype):
+    """Both kernels accumulate in double; what differs is the order of the sums and of the final
+    GEMMs: double round-off in float64, float32 round-off relative to the largest entry below."""
+    rtol, atol = (1e-12, 1e-12) if dtype == torch.float64 else (1e-5, 1e-6)
+    assert got[1].tolist() == [True, True, True, False] and torch.equal(got[1], want[1])
+    for g, w in zip(got[:1] + got[2:], want[:1] + want[2:]):
+        torch.testing.assert_close(g, w, rtol=rtol, atol=atol * max(w.abs().max().item(), 1.0))
+        assert torch.isfinite(g).all()
+
+
+@needs_cuda
+@needs_cpu_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", RANK_LOSSES)
+@pytest.mark.parametrize("temperature", [0.01, 1e-3], ids=["tau-0.01", "exp-per-pair"])
+def test_rank_long_rows_agree_with_the_cpu_kernel(dtype, name, temperature):
+    _assert_rank_close(_rank_results(name, "cuda", "cuda", dtype, temperature),
+                       _rank_results(name, "cpu", "cpu", dtype, temperature), dtype)
+
+
 # --- determinism, CUDA graphs, devices ----------------------------------------------------------
 
+# The batch losses whose CUDA path these tests run (each one's own kernel: AP_Q's, the rank kernel).
+LOSS_FNS = {"ap": apl.ap_loss, "smooth_ap": apl.smooth_ap_loss, "recall_at_k": apl.recall_at_k_loss}
 
-def _fwd_bwd(x, y, **kw):
+
+def _fwd_bwd(x, y, loss="ap", **kw):
     x = x.detach().clone().requires_grad_()
-    loss = apl.ap_loss(x, y, backend="cuda", **kw)
-    (g,) = torch.autograd.grad(loss, [x])
-    return loss.detach(), g
+    value = LOSS_FNS[loss](x, y, backend="cuda", **kw)
+    (g,) = torch.autograd.grad(value, [x])
+    return value.detach(), g
 
 
 @needs_cuda
@@ -163,9 +221,20 @@ def test_bitwise_deterministic(dtype, chunk_size):
 
 
 @needs_cuda
+@pytest.mark.parametrize("loss", ["smooth_ap", "recall_at_k"])
+@pytest.mark.parametrize("chunk_size", [None, 300])
+def test_rank_bitwise_deterministic(loss, chunk_size):
+    x, y = unit_rows(1024, 64, torch.float32, seed=40).cuda(), random_labels(1024, 50, seed=40).cuda()
+    runs = [_fwd_bwd(x, y, loss, chunk_size=chunk_size) for _ in range(3)]
+    for value, g in runs[1:]:
+        assert torch.equal(value, runs[0][0]) and torch.equal(g, runs[0][1])
+
+
+@needs_cuda
+@pytest.mark.parametrize("loss", list(LOSS_FNS))
 @pytest.mark.parametrize("chunk_size", [None, 24])
 @pytest.mark.parametrize("form", ["self", "ref"])
-def test_cuda_graph_capture_forward_backward(chunk_size, form):
+def test_cuda_graph_capture_forward_backward(loss, chunk_size, form):
     B, D = 96, 32
     y = random_labels(B, 8, seed=41).cuda()
     static_x = unit_rows(B, D, torch.float32, seed=41).cuda().requires_grad_()
@@ -173,10 +242,12 @@ def test_cuda_graph_capture_forward_backward(chunk_size, form):
     ry = random_labels(70, 8, seed=42).cuda() if form == "ref" else None
     params = [static_x] if static_r is None else [static_x, static_r]
 
+    fn = LOSS_FNS[loss]
+
     def step():
-        loss = apl.ap_loss(static_x, y, static_r, ry, backend="cuda", chunk_size=chunk_size)
-        loss.backward()
-        return loss
+        value = fn(static_x, y, static_r, ry, backend="cuda", chunk_size=chunk_size)
+        value.backward()
+        return value
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -200,21 +271,22 @@ def test_cuda_graph_capture_forward_backward(chunk_size, form):
         graph.replay()
         torch.cuda.synchronize()
         eager = [n.clone().requires_grad_() for n in new]
-        loss = apl.ap_loss(eager[0], y, eager[1] if form == "ref" else None, ry, backend="cuda", chunk_size=chunk_size)
-        loss.backward()
-        torch.testing.assert_close(static_loss, loss.detach(), rtol=0, atol=1e-6)
+        value = fn(eager[0], y, eager[1] if form == "ref" else None, ry, backend="cuda", chunk_size=chunk_size)
+        value.backward()
+        torch.testing.assert_close(static_loss, value.detach(), rtol=0, atol=1e-6)
         for p, e in zip(params, eager):
             torch.testing.assert_close(p.grad, e.grad, rtol=1e-5, atol=1e-7)
 
 
 @needs_cuda
-def test_current_stream_is_used():
+@pytest.mark.parametrize("loss", list(LOSS_FNS))
+def test_current_stream_is_used(loss):
     x, y = unit_rows(256, 32, torch.float32, seed=45).cuda(), random_labels(256, 10, seed=45).cuda()
-    want = _fwd_bwd(x, y)
+    want = _fwd_bwd(x, y, loss)
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        got = _fwd_bwd(x, y)
+        got = _fwd_bwd(x, y, loss)
     torch.cuda.current_stream().wait_stream(s)
     torch.cuda.synchronize()
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -228,3 +300,16 @@ def test_second_device():
     b = _run_api("cuda", x.to("cuda:1"), y.to("cuda:1"))
     assert b[0].device == torch.device("cuda:1")
     _assert_results_close(b, a, torch.float32)
+
+
+@needs_cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("loss", ["smooth_ap", "recall_at_k"])
+def test_rank_second_device(loss):
+    """The rank kernel launches on its inputs' device (the op's device guard), not the current one."""
+    x, y = unit_rows(40, 8, torch.float32, seed=46), random_labels(40, 4, seed=46)
+    a = _fwd_bwd(x.to("cuda:0"), y.to("cuda:0"), loss)
+    with torch.cuda.device(0):
+        b = _fwd_bwd(x.to("cuda:1"), y.to("cuda:1"), loss)
+    assert b[0].device == torch.device("cuda:1") and b[1].device == torch.device("cuda:1")
+    assert torch.equal(a[0].cpu(), b[0].cpu()) and torch.equal(a[1].cpu(), b[1].cpu())

@@ -12,7 +12,7 @@ FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 @pytest.mark.parametrize("loss", batch_size.LOSSES)
 def test_batch_size_configs_build(loss):
-    cfg = batch_size._config(loss, 1024, 40, 1e-3, 0, "glyphs-val", margin=0.3)
+    cfg = batch_size.study_config(loss, 1024, 40, 1e-3, 0, "glyphs-val", margin=0.3)
     assert cfg.loss == loss and cfg.batch_size == 1024 and cfg.chunk_size == batch_size.CHUNK
     if loss.startswith("triplet"):
         assert cfg.triplet_margin == 0.3
