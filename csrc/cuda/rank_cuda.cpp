@@ -48,6 +48,11 @@ apl::cuda::RankRowArgs<T> rank_args(const at::Tensor& S, const at::Tensor& q_lab
     a.ks[k] = p.ks[k];
     a.k_temperatures[k] = p.k_temperatures[k];
   }
+  if (a.N > apl::cuda::rank_table_positives()) {  // a row may spill: its grid aims at the SM count
+    int sms = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, S.get_device()));
+    a.multiprocessors = sms;
+  }
   return a;
 }
 

@@ -384,12 +384,20 @@ bool valid(const RankRowArgs<T>& a) {
   return a.S != nullptr && a.q_labels != nullptr && a.x_labels != nullptr;
 }
 
-// Blocks of the spill kernel (0: none, no row can have more than kTable positives): about
-// kSpillBudget bytes of workspace, at least one block, at most one per row.
+// Blocks of the spill kernel (rank_spill_blocks in the header). The budget alone gave 2^20 / N blocks
+// (16 at N = 65536, one from N = 2^20), a few SMs of a GPU with 132; the scores already take
+// R N sizeof(T) bytes, so a workspace up to that size is proportionate.
 template <typename T>
 int64_t spill_blocks(const RankRowArgs<T>& a) {
   if (a.R <= 0 || a.N <= kTable) return 0;
-  int64_t b = a.spill_blocks > 0 ? a.spill_blocks : kSpillBudget / (kTableArrays * 8 * a.N);
+  if (a.spill_blocks > 0) return a.spill_blocks < a.R ? a.spill_blocks : a.R;
+  const int64_t per_block = kTableArrays * 8 * a.N;
+  const int64_t budget = kSpillBudget / per_block;
+  const int64_t want = a.multiprocessors > budget ? a.multiprocessors : budget;
+  // Workspace <= the scores' R N sizeof(T) bytes: at most R sizeof(T) / 64 blocks (N cancels).
+  const int64_t scores_cap = a.R * static_cast<int64_t>(sizeof(T)) / (kTableArrays * 8);
+  const int64_t cap = scores_cap > budget ? scores_cap : budget;
+  int64_t b = want < cap ? want : cap;
   if (b > a.R) b = a.R;
   return b < 1 ? 1 : b;
 }
@@ -425,6 +433,9 @@ cudaError_t launch(const RankRowArgs<T>& a, T* value, int64_t* npos, int32_t* no
 int rank_max_ks() { return kRankMaxKs; }
 int64_t rank_max_rows() { return kMaxRows; }
 int rank_table_positives() { return kTable; }
+
+int64_t rank_spill_blocks(const RankRowArgs<float>& a) { return valid(a) ? spill_blocks(a) : 0; }
+int64_t rank_spill_blocks(const RankRowArgs<double>& a) { return valid(a) ? spill_blocks(a) : 0; }
 
 size_t rank_forward_workspace_bytes(const RankRowArgs<float>& a) { return workspace_bytes(a); }
 size_t rank_forward_workspace_bytes(const RankRowArgs<double>& a) { return workspace_bytes(a); }

@@ -38,7 +38,8 @@ struct RankRowArgs {
   int num_ks = 0;             // Recall@k: ks[0, num_ks) and their temperatures
   double ks[kRankMaxKs] = {};
   double k_temperatures[kRankMaxKs] = {};
-  int64_t spill_blocks = 0;  // blocks of the many-positives kernel; 0: the launcher's choice (tests)
+  int64_t spill_blocks = 0;     // blocks of the many-positives kernel; 0: the launcher's choice (tests)
+  int64_t multiprocessors = 0;  // the GPU's SM count, which the spill kernel's grid aims at (0: unknown)
 };
 
 int rank_max_ks();
@@ -48,8 +49,15 @@ int64_t rank_max_rows();
 // workspace (rank_forward_workspace_bytes).
 int rank_table_positives();
 
+// Blocks of the spill kernel (0: no row can have more than rank_table_positives() positives). Each
+// block walks its share of the long rows with a workspace slice of 64 N bytes; the grid aims at one
+// block per multiprocessor (at least what 64 MiB of workspace holds), but the workspace never
+// exceeds the larger of 64 MiB and the scores' own size, and there is at most one block per row.
+int64_t rank_spill_blocks(const RankRowArgs<float>& a);
+int64_t rank_spill_blocks(const RankRowArgs<double>& a);
+
 // Device memory the launcher needs at `workspace` (0: it may be null): per-positive values of the
-// rows with more than rank_table_positives() positives, for a bounded number of such rows at once.
+// rows with more than rank_table_positives() positives, for rank_spill_blocks() such rows at once.
 size_t rank_forward_workspace_bytes(const RankRowArgs<float>& a);
 size_t rank_forward_workspace_bytes(const RankRowArgs<double>& a);
 

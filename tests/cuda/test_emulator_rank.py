@@ -330,3 +330,30 @@ def test_launcher_limits(emu):
     rc, v, n, flag, _ = emu.forward(torch.empty(3, 0, dtype=torch.float64), y[:3].contiguous(), y[:0], -1, 0, 0.01)
     assert rc == 0 and not v.any() and not n.any() and flag.item() == 0
     assert emu.forward(torch.empty(0, 5), y[:0], y[:5].contiguous(), -1, 0, 0.01)[0] == 0
+
+
+def test_spill_grid_fills_the_gpu_within_a_proportionate_workspace(emu):
+    """The spill kernel's grid: one block per SM where the workspace (64 N bytes a block) stays
+    within the larger of 64 MiB and the scores' own size; never more blocks than rows. The budget
+    alone gave 16 blocks at N = 65536 and one from N = 2^20."""
+    lib, c = emu.lib, emu.c
+    lib.apl_emu_rank_spill_blocks.restype = c.c_int64
+    lib.apl_emu_rank_spill_blocks.argtypes = [c.c_int64, c.c_int64, c.c_int64, c.c_int]
+
+    def blocks(R, N, sms, f32=True):
+        return lib.apl_emu_rank_spill_blocks(R, N, sms, int(f32))
+
+    table = emu.table_positives()
+    assert blocks(65536, table, 132) == 0  # no row can spill
+    assert blocks(65536, 65536, 0) == 16  # SM count unknown: the 64 MiB budget
+    assert blocks(65536, 65536, 132) == 132  # one block per SM
+    assert blocks(4096, 2**20, 132) == 132 and blocks(4096, 2**20, 0) == 1
+    assert blocks(256, 65536, 132) == 16  # a streaming block of 256 rows: workspace <= its scores
+    assert blocks(100, 4096, 132) == 100  # at most one block per row
+    for R in (1, 7, 256, 4096, 65536):
+        for N in (table + 1, 4096, 65536, 2**20):
+            for sms in (0, 16, 132):
+                for f32, size in ((True, 4), (False, 8)):
+                    b = blocks(R, N, sms, f32)
+                    assert 1 <= b <= R
+                    assert b * 64 * N <= max(64 * 2**20, R * N * size) or b == 1

@@ -49,6 +49,26 @@ int forward(const T* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* 
 }  // namespace
 
 extern "C" {
+// The launcher's spill grid for R rows of N scores on a GPU of `multiprocessors` SMs (float32 when
+// f32, else float64), with a valid row set-up otherwise.
+int64_t apl_emu_rank_spill_blocks(int64_t R, int64_t N, int64_t multiprocessors, int f32) {
+  static const int64_t label = 0;
+  auto fill = [&](auto a) {
+    a.R = R, a.N = N, a.q_labels = &label, a.x_labels = &label, a.multiprocessors = multiprocessors;
+    return apl::cuda::rank_spill_blocks(a);
+  };
+  static const float sf = 0.0f;
+  static const double sd = 0.0;
+  if (f32) {
+    apl::cuda::RankRowArgs<float> a;
+    a.S = &sf;
+    return fill(a);
+  }
+  apl::cuda::RankRowArgs<double> a;
+  a.S = &sd;
+  return fill(a);
+}
+
 int apl_emu_rank_forward_f32(const float* S, int64_t R, int64_t N, const int64_t* ql, const int64_t* xl,
                              int64_t so, int64_t kind, double tau, const double* ks, const double* kts,
                              int num_ks, int64_t mode, int64_t spill_blocks, float* value, int64_t* npos,
