@@ -5,7 +5,8 @@
 //
 // The pairwise sigmoids without an exp per pair: with E_j = exp((s_j - c) / tau) for one shift c
 // per row, sigma((s_j - s_i) / tau) = E_j / (E_j + E_i) and its slope E_i E_j / (E_i + E_j)^2 / tau:
-// one exp per item and a division per pair (about 4x faster than an exp per pair). It needs the
+// one exp per item and a reciprocal per pair (about 4x faster than an exp per pair; rows with few
+// positives run item-major, with the reciprocal from a float one and two Newton steps, below). It needs the
 // row's scores within 700 tau of each other (exp in double); otherwise (raw dot products, tiny
 // temperatures) the row takes the exp-per-pair path. E is 0 for a column left out of the ranking
 // (it may lie far above the items), and the slope is formed as (E_j / d)(E_i / d) (the product
@@ -32,11 +33,21 @@
 #include "../rank_device_ops.h"
 #include "../rank_math.h"
 #include "../rank_ops.h"
+#include "lanes.h"
 #include "mirror.h"
 #include "symmetrize.h"
 
 namespace apl {
 namespace {
+
+using lanes::kLanes;
+using lanes::Lanes;
+using lanes::add_lanes;
+using lanes::exp_lanes;
+using lanes::lane_sum;
+using lanes::load_lanes;
+using lanes::reciprocal;
+using lanes::store_lanes;
 
 // Largest spread of a row's scores, in temperatures, for the shared-exp path (exp(-700) is far
 // from double's underflow at -745).
@@ -48,6 +59,8 @@ constexpr double kWindow = 40.0;
 // (2 kBuckets + 1) / kBuckets half-widths in all (finer buckets: closer to the exact window).
 constexpr int64_t kBuckets = 4;
 constexpr int64_t kWindowMinPositives = 16;
+// Most positives for the item-major passes: their partial sums (2 P kLanes doubles) stay in L1.
+constexpr int64_t kItemMajorPositives = 64;
 
 // Whether rows use the saturation window: "auto" (the rule above), or forced either way by
 // APL_RANK_WINDOW=always|never (tests compare the two paths; read once per call).
@@ -69,7 +82,8 @@ WindowUse window_use() {
 struct Row {
   std::vector<double> s, w, p, E, grad, out;
   std::vector<int64_t> pos, order, lo, hi, pos_prefix, bucket, start, next;
-  std::vector<double> T, TP, a, b, G, GP, sums, above, above_pos, tmp;
+  std::vector<double> T, TP, a, b, G, GP, sums, above, above_pos, tmp, keys, R;
+  std::vector<double> lanes;  // the item-major passes' per-positive partial sums, kLanes each
   void resize(int64_t n, int64_t nk) {
     s.resize(n), w.resize(n), p.resize(n), E.resize(n), grad.resize(n), out.resize(n), tmp.resize(n);
     order.resize(n), pos_prefix.resize(n + 1);
@@ -124,6 +138,67 @@ struct Row {
   }
 };
 
+// The shared-exponential path without a window (every item against every positive), item-major:
+// blocks of kLanes items (lanes.h), each block read once per pass and held in registers while it
+// meets every positive, whose keys and coefficients stay in L1 (positive-major loops read the row's
+// arrays once per positive). The per-positive sums are kLanes partial sums each, added up in a fixed
+// order at the end, so the result does not depend on the thread count. What made it faster (B = 4096,
+// classes of 8, a 2-core Xeon; docs/benchmarks.md): no double division per pair (a float reciprocal
+// refined in double) and a vectorised exp for the keys; vectorising the loops alone changed nothing
+// measurable.
+
+// The shared path's keys of a row: E_j = exp((s_j - hi) / tau) and R_j = 1 / E_j = exp((hi - s_j) / tau)
+// for the items (w_j = 1, within 700 tau of hi), 0 for a column left out (w_j = 0), which may lie
+// anywhere (its exponent is clamped before the exp, then multiplied by 0). R is used by the item-major
+// passes only (rows sorted for the window compute it for nothing; that cost was not measured apart).
+APL_SIMD_CLONES
+void shared_keys(const double* s, const double* w, int64_t n, double hi, double tau, double* E, double* R) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const int64_t left = n - j;
+    const Lanes wj = load_lanes(w + j, left);
+    Lanes x = (load_lanes(s + j, left) - hi) / tau;
+    x = x < -708.0 ? Lanes{} - 708.0 : (x > 708.0 ? Lanes{} + 708.0 : x);
+    store_lanes(E + j, wj * exp_lanes(x), left);
+    store_lanes(R + j, wj * exp_lanes(-x), left);
+  }
+}
+
+// Pass 1: acc[2k] += w_j q_jk and acc[2k + 1] += p_j q_jk over the m items, with
+// q_jk = E_j / (E_j + E_k) = 1 / (1 + E_k R_j), R_j = 1 / E_j (0 where w_j = 0: there q = 1 and
+// w = p = 0; a padded item likewise adds 0), for the P positives' keys Ek.
+APL_SIMD_CLONES
+void item_major_sums(const double* R, const double* w, const double* p, int64_t m, const double* Ek, int64_t P,
+                     double* acc) {
+  for (int64_t j = 0; j < m; j += kLanes) {
+    const Lanes rj = load_lanes(R + j, m - j), wj = load_lanes(w + j, m - j), pj = load_lanes(p + j, m - j);
+    for (int64_t k = 0; k < P; ++k) {
+      const Lanes q = reciprocal(1.0 + Ek[k] * rj);
+      add_lanes(acc + 2 * k * kLanes, wj * q);
+      add_lanes(acc + (2 * k + 1) * kLanes, pj * q);
+    }
+  }
+}
+
+// Pass 2: grad_j = sum_k g_jk (a_k + p_j b_k) with the slope g_jk = w_j q_jk (1 - q_jk) / tau, where
+// 1 - q_jk = E_k R_j q_jk (no cancellation near q = 1); acc[2k] += g_jk and acc[2k + 1] += p_j g_jk.
+APL_SIMD_CLONES
+void item_major_slopes(const double* R, const double* w, const double* p, int64_t m, const double* Ek,
+                       const double* a, const double* b, int64_t P, double inv_tau, double* grad, double* acc) {
+  for (int64_t j = 0; j < m; j += kLanes) {
+    const Lanes rj = load_lanes(R + j, m - j), wj = load_lanes(w + j, m - j), pj = load_lanes(p + j, m - j);
+    Lanes gr = {};
+    for (int64_t k = 0; k < P; ++k) {
+      const Lanes ratio = Ek[k] * rj;
+      const Lanes q = reciprocal(1.0 + ratio);
+      const Lanes g = wj * ((q * q) * ratio * inv_tau);
+      gr += g * (a[k] + pj * b[k]);
+      add_lanes(acc + 2 * k * kLanes, g);
+      add_lanes(acc + (2 * k + 1) * kLanes, pj * g);
+    }
+    store_lanes(grad + j, gr, m - j);
+  }
+}
+
 // sigma((s_j - s_i) / tau) and its slope for one pair, on either path.
 struct Pair {
   bool shared;
@@ -155,11 +230,13 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   }
   const double tau = prm.temperature;
   const Pair pair{(hi - lo) / tau <= kMaxSpread, tau};
-  if (pair.shared) {  // the query's own column, when left out, may lie far above the items: E = 0 there
-    for (int64_t j = 0; j < n; ++j) r.E[j] = r.w[j] != 0.0 ? std::exp((r.s[j] - hi) / tau) : 0.0;
-  }
   const bool window = use == WindowUse::kAlways ||
                       (use == WindowUse::kAuto && P >= kWindowMinPositives && (hi - lo) / tau > kWindow);
+  const bool item_major = pair.shared && !window && P <= kItemMajorPositives;
+  if (pair.shared) {  // the query's own column, when left out, may lie far above the items: E = 0 there
+    r.R.resize(n);
+    shared_keys(r.s.data(), r.w.data(), n, hi, tau, r.E.data(), r.R.data());
+  }
   int64_t m = n;  // columns of the arrays below: all of them, or the sorted items
   if (window) {  // buckets a kBuckets-th of the window's half-width wide, at most 4 per item
     const double width = std::max(kWindow * tau / kBuckets, (hi - lo) / (4.0 * static_cast<double>(n)));
@@ -171,7 +248,17 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   std::fill(r.grad.begin(), r.grad.begin() + m, 0.0);
   const double* w = r.w.data();
   const double* p = r.p.data();
-  for (int64_t k = 0; k < P; ++k) {  // pass 1: T_i, TP_i (the j = i term, 1/2, is taken out after)
+  if (item_major) {  // pass 1, item-major: T_i, TP_i (the j = i term, 1/2, is taken out after)
+    r.keys.resize(P);
+    for (int64_t k = 0; k < P; ++k) r.keys[k] = r.E[r.pos[k]];
+    r.lanes.assign(2 * P * kLanes, 0.0);
+    item_major_sums(r.R.data(), w, p, m, r.keys.data(), P, r.lanes.data());
+    for (int64_t k = 0; k < P; ++k) {
+      r.T[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) - 0.5;
+      r.TP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) - 0.5;
+    }
+  }
+  for (int64_t k = 0; k < P && !item_major; ++k) {  // pass 1: T_i, TP_i (the j = i term, 1/2, is taken out after)
     const int64_t i = r.pos[k], j0 = r.lo[k], j1 = r.hi[k];
     double t = 0.0, tp = 0.0;
     if (pair.shared) {
@@ -200,7 +287,18 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     value = rank::smooth_ap(r.T.data(), r.TP.data(), P, r.a.data(), r.b.data());
   }
   double* grad = r.grad.data();
-  for (int64_t k = 0; k < P; ++k) {  // pass 2: sum_i g_mi (a_i + p_m b_i), and G_i, GP_i
+  const double self = 0.25 / tau;  // the j = i term of a slope sum
+  if (item_major) {  // pass 2, item-major
+    r.lanes.assign(2 * P * kLanes, 0.0);
+    item_major_slopes(r.R.data(), w, p, m, r.keys.data(), r.a.data(), r.b.data(), P, 1.0 / tau, grad,
+                      r.lanes.data());
+    for (int64_t k = 0; k < P; ++k) {
+      grad[r.pos[k]] -= self * (r.a[k] + r.b[k]);
+      r.G[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) - self;
+      r.GP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) - self;
+    }
+  }
+  for (int64_t k = 0; k < P && !item_major; ++k) {  // pass 2: sum_i g_mi (a_i + p_m b_i), and G_i, GP_i
     const int64_t i = r.pos[k], j0 = r.lo[k], j1 = r.hi[k];
     const double ai = r.a[k], bi = r.b[k];
     double g_all = 0.0, g_pos = 0.0;
@@ -222,7 +320,6 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
         g_pos += p[j] * g;
       }
     }
-    const double self = 0.25 / tau;  // the j = i term, included above
     grad[i] -= self * (ai + bi);
     r.G[k] = g_all - self;
     r.GP[k] = g_pos - self;

@@ -97,7 +97,8 @@ struct Pair {
   }
 };
 
-// sigma((s_j - s_i) / tau) and its slope g from the keys of j and i, as on the CPU, except that the
+// sigma((s_j - s_i) / tau) and its slope g from the keys of j and i, as on the CPU's positive-major rows (its
+// item-major rows form the reciprocal otherwise: the results agree to double round-off), except that the
 // shared path's slope is q (E_i / d) / tau instead of E_j E_i / d^2 / tau: the latter is 0 / 0 when
 // both exponentials are below about 1e-162 (scores 373 tau below the row's largest). Both give
 // exactly 1/2 and 1/(4 tau) for j = i.

@@ -145,3 +145,15 @@ def test_shared_exponentials_neither_overflow_nor_underflow(kernel, name):
     q = torch.tensor([[3.0, 0.0], [0.1, 0.5], [0.2, -0.4], [0.0, 0.3]], dtype=torch.float64)
     with pytest.warns(UserWarning, match="not L2-normalised"):
         assert_same(kernel, name, q, torch.tensor([0, 0, 1, 0]), temperature=0.01, chunks=(None,))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_on_both_sides_of_the_item_major_limit(kernel, name, dtype):
+    """The CPU kernel runs rows with at most 64 positives item-major (every item once against all
+    positives) and rows with more positive by positive: queries with 4, 63, 64, 65 and 130
+    positives, scores within one saturation window (no window path), against the reference."""
+    sizes = [5, 64, 65, 66, 131]
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
+    x = unit_rows(len(y), 24, dtype, seed=17)
+    assert_same(kernel, name, x, y, temperature=0.05, chunks=(None, 100))
