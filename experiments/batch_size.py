@@ -18,8 +18,9 @@ Two ways of counting the budget, both reported:
 Learning rates (and the triplet margin) are chosen per loss and batch size on the validation split
 of the *training* classes ("glyphs-val": a quarter of them held out; the unseen classes are never
 looked at), at the equal-images budget with one seed: the rate of the grid LR_FACTORS x the loss's
-demo rate with the best validation MAP@R. The same rate is then used for both budgets (the equal-steps
-runs are not tuned again). Each run is a fresh process under a memory limit, so that a loss that
+demo rate with the best validation MAP@R; where the best is on an edge of the grid, the grid grows
+by a factor of 4 past that edge (at most MAX_GRID_EXTENSIONS times). The same rate is then used for
+both budgets (the equal-steps runs are not tuned again). Each run is a fresh process under a memory limit, so that a loss that
 cannot hold a batch is reported with its memory figure rather than taking the study down.
 
     python -m experiments.batch_size                  # the whole study: hours on 2 cores (see the README)
@@ -50,6 +51,9 @@ STEPS = 64                # equal-steps budget
 EPOCHS = 8                # evaluations along a run (the curve that shows convergence)
 GLYPHS_PER_CLASS, CHUNK, K = 64, 256, 8
 LR_FACTORS = (0.25, 1.0, 4.0)
+# A best rate on an edge of the grid is not a choice: the grid grows by a factor of 4 past that edge,
+# at most this many times (AP_Q at B = 4096 was best at the top of LR_FACTORS).
+MAX_GRID_EXTENSIONS = 2
 MARGINS = (0.1, 0.2, 0.4)  # triplet-hard, tuned at B = 256
 MEMORY_LIMIT_GB = 12.0
 # The demo's learning rate of each loss (apl/demo/settings.py TUNED), the centre of the grid;
@@ -144,6 +148,22 @@ def _save(path: Path, runs: list[dict], args) -> None:
     path.write_text(json.dumps(report, indent=1))
 
 
+def next_rate(runs: list[dict], loss: str, batch: int, margin, rates: list[float]) -> Optional[float]:
+    """The rate to try next when the best validation run of (loss, batch, margin) among `rates` used
+    the largest (then 4 times it) or the smallest (then a quarter of it); None when the best is
+    inside the grid or no run of it trained."""
+    ok = [r for r in runs if r["phase"] == "tune" and r["loss"] == loss and r["batch_size"] == batch
+          and r.get("margin") == margin and r["lr"] in rates and r.get("status") == "ok"]
+    if not ok:
+        return None
+    best = max(ok, key=lambda r: r["map@r"])["lr"]
+    if best == max(rates):
+        return round(best * 4, 6)
+    if best == min(rates) and len(rates) > 1:
+        return round(best / 4, 6)
+    return None
+
+
 def chosen_settings(runs: list[dict]) -> dict:
     """(loss, B) -> {"lr", "margin", "validation_map@r"}: the best validation run of each."""
     best: dict = {}
@@ -174,10 +194,10 @@ def main(argv=None) -> list[dict]:
     if a.one:
         print(json.dumps(_run_one(json.loads(a.one))))
         return []
-    lr_factors, margins_grid, glyphs_per_class = LR_FACTORS, MARGINS, GLYPHS_PER_CLASS
+    lr_factors, margins_grid, glyphs_per_class, extensions = LR_FACTORS, MARGINS, GLYPHS_PER_CLASS, MAX_GRID_EXTENSIONS
     if a.quick:
         a.out, a.batches, a.seeds, a.images, a.steps = a.quick, [64, 128], [0], 64 * 16, 16
-        lr_factors, margins_grid, glyphs_per_class = (1.0,), (0.2,), 16
+        lr_factors, margins_grid, glyphs_per_class, extensions = (1.0,), (0.2,), 16, 0
     out = Path(a.out)
     runs = _load(out)
     done = {_key(r) for r in runs}
@@ -207,8 +227,15 @@ def main(argv=None) -> list[dict]:
                 if loss == "triplet-hard" and batch != first:
                     margins = (chosen_settings(runs).get((loss, first), {}).get("margin") or 0.2,)
                 for margin in margins:
-                    for f in lr_factors:
-                        go("tune", loss, batch, "images", round(BASE_LR[loss] * f, 6), margin, 0, "glyphs-val")
+                    rates = [round(BASE_LR[loss] * f, 6) for f in lr_factors]
+                    for lr in rates:
+                        go("tune", loss, batch, "images", lr, margin, 0, "glyphs-val")
+                    for _ in range(extensions):
+                        lr = next_rate(runs, loss, batch, margin, rates)
+                        if lr is None:
+                            break
+                        rates.append(lr)
+                        go("tune", loss, batch, "images", lr, margin, 0, "glyphs-val")
     if a.phase in ("final", "all"):
         chosen = chosen_settings(runs)
         for loss in a.losses:

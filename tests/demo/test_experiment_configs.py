@@ -34,3 +34,20 @@ def test_a_run_over_its_memory_limit_is_recorded_as_such(tmp_path):
     rec = batch_size.record("final", "ap", 64, "steps", 1e-3, None, 0, batch_size.run(spec, timeout_s=300))
     assert rec["status"] == "memory" and "over the 0.25 GB address-space limit" in rec["reason"]
     assert rec["study"] == "batch-size" and "map@r" not in rec
+
+
+def test_a_best_rate_on_an_edge_of_the_grid_extends_it():
+    """A tuned rate is a choice only inside the grid: best at the top, try 4 times more; at the
+    bottom, a quarter; inside, stop. Diverged runs and other settings do not count."""
+    def run(lr, score, status="ok", batch=4096, margin=None):
+        return {"phase": "tune", "loss": "ap", "batch_size": batch, "margin": margin, "lr": lr, "map@r": score,
+                "status": status}
+
+    rates = [0.004, 0.016, 0.064]
+    top = [run(0.004, 0.33), run(0.016, 0.51), run(0.064, 0.57), run(0.256, 0.9, batch=1024)]
+    assert batch_size.next_rate(top, "ap", 4096, None, rates) == 0.256
+    bottom = [run(0.004, 0.6), run(0.016, 0.5), run(0.064, 0.0, status="diverged")]
+    assert batch_size.next_rate(bottom, "ap", 4096, None, rates) == 0.001
+    inside = [run(0.004, 0.3), run(0.016, 0.6), run(0.064, 0.7, status="diverged")]
+    assert batch_size.next_rate(inside + [run(0.064, 0.9, margin=0.2)], "ap", 4096, None, rates) is None
+    assert batch_size.next_rate([], "ap", 4096, None, rates) is None
