@@ -54,6 +54,8 @@ LR_FACTORS = (0.25, 1.0, 4.0)
 # A best rate on an edge of the grid is not a choice: the grid grows by a factor of 4 past that edge,
 # at most this many times (AP_Q at B = 4096 was best at the top of LR_FACTORS).
 MAX_GRID_EXTENSIONS = 2
+# A run below this validation MAP@R has collapsed (the untrained network scores about 0.03 on the glyphs).
+COLLAPSED = 0.1
 MARGINS = (0.1, 0.2, 0.4)  # triplet-hard, tuned at B = 256
 MEMORY_LIMIT_GB = 12.0
 # The demo's learning rate of each loss (apl/demo/settings.py TUNED), the centre of the grid;
@@ -292,14 +294,27 @@ def report_text(report: dict) -> str:
                     cells.append(_mean_std(ok) + (f" ({step:.2f} s/step)" if step else ""))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["**learning rate (and margin) chosen on the validation split**, validation MAP@R", "",
-              "| loss | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
+    return "\n".join(lines) + "\n" + tuning_text(report)
+
+
+def tuning_text(report: dict) -> str:
+    """The rates (and margins) chosen on the validation split, and how many tuning runs collapsed
+    (validation MAP@R below COLLAPSED) or diverged, per loss."""
+    runs, batches, losses = report["runs"], report["batches"], report["losses"]
+    chosen = chosen_settings(runs)
+    lines = ["**learning rate (and margin) chosen on the validation split**, validation MAP@R", "",
+             "| loss | " + " | ".join(f"B={b}" for b in batches) + " | tuning runs collapsed / diverged |",
+             "|---|" + "---|" * (len(batches) + 1)]
     for loss in losses:
         cells = []
         for b in batches:
             c = chosen.get((loss, b))
             cells.append("-" if c is None else f"lr {c['lr']:g}" + (f", margin {c['margin']:g}" if c["margin"] else "")
                          + f" ({c['validation_map@r']:.3f})")
+        tuned = [r for r in runs if r["phase"] == "tune" and r["loss"] == loss]
+        collapsed = sum(r.get("status") == "ok" and r["map@r"] < COLLAPSED for r in tuned)
+        diverged = sum(r.get("status") == "diverged" for r in tuned)
+        cells.append(f"{collapsed} / {diverged} of {len(tuned)}")
         lines.append(f"| {loss} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -118,8 +118,13 @@ def batch_size_table() -> str:
     from experiments.batch_size import report_text
 
     report = _load(EXP / "batch_size.json")
-    if report is None or not any(r["phase"] == "final" for r in report["runs"]):
+    if report is None or not report["runs"]:
         return _missing(EXP / "batch_size.json", "python -m experiments.batch_size")
+    if not any(r["phase"] == "final" for r in report["runs"]):
+        from experiments.batch_size import tuning_text
+
+        return ("The final runs have not been made yet (`python -m experiments.batch_size` resumes the study); "
+                "its tuning phase ran:\n\n" + tuning_text(report))
     return report_text(report)
 
 
@@ -427,8 +432,9 @@ def claims_table() -> str:
                          f"(equal {budget}) | B = {' / '.join(map(str, bs['batches']))}: " + "; ".join(cells)
                          + " | see [the study](#batch-size) |")
     else:
+        tuned = " (its tuning phase ran: [the study](#batch-size))" if bs and bs["runs"] else ""
         lines.append("| AP improves with the batch, up to about 4096; a triplet loss with hard mining does not | "
-                     "not measured yet (`python -m experiments.batch_size`, hours on 2 cores) | - |")
+                     f"not measured yet{tuned} (`python -m experiments.batch_size`, hours on 2 cores) | - |")
     if not memory:
         lines.append("| (a later paper's) ranking against a cross-batch memory of past descriptors helps | "
                      "not measured yet (`apl demo --study memory`) | - |")
