@@ -137,7 +137,7 @@ class TrainConfig:
                                                "eq. 12); with --sampler pk or spread the classes of a batch have about "
                                                "the same count, so it matters with --sampler random on imbalanced "
                                                "classes")
-    triplet_margin: Optional[float] = _opt(None, "loss", "triplet and triplet-hard: the margin between the positive's "
+    triplet_margin: Optional[float] = _opt(None, "loss", "the triplet losses: the margin between the positive's "
                                                          "and the negative's distance (" +
                                            _loss_defaults("triplet_margin") + ")", type=float)
     contrastive_margin: Optional[float] = _opt(None, "loss", "contrastive: the distance beyond which a negative pair "

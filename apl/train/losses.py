@@ -59,6 +59,9 @@ SPECS: dict[str, LossSpec] = {s.name: s for s in (
     LossSpec("triplet-hard", "PML TripletMarginLoss with a BatchHardMiner (each anchor's hardest positive and "
              "negative: hard-negative mining)", ("triplet_margin",), {"triplet_margin": 0.2},
              lambda o: baselines.triplet_hard(o["triplet_margin"])),
+    LossSpec("triplet-semihard", "PML TripletMarginLoss with a BatchEasyHardMiner (each anchor's closest positive "
+             "and the closest negative farther than it: semi-hard negative mining)", ("triplet_margin",),
+             {"triplet_margin": 0.2}, lambda o: baselines.triplet_semihard(o["triplet_margin"])),
     LossSpec("contrastive", "PML ContrastiveLoss (positive margin 0, negative margin --contrastive-margin)",
              ("contrastive_margin",), {"contrastive_margin": 0.5}, lambda o: baselines.contrastive(o["contrastive_margin"])),
     LossSpec("multi-similarity", "PML MultiSimilarityLoss (alpha 2, beta 50, base --ms-base) with its miner (epsilon 0.1)",
@@ -72,7 +75,8 @@ OPTIONS = ("num_bins", "class_balanced", "memory", "triplet_margin", "contrastiv
            "rank_temperature", "recall_k", "k_temperature")
 # Other spellings of the names that the command line accepts (the API takes the names above only).
 ALIASES = {"tie_aware": "tie-aware", "ap_q": "ap", "smooth-ap": "smoothap", "smooth_ap": "smoothap",
-           "recall_at_k": "recall-at-k", "multi_similarity": "multi-similarity", "triplet_hard": "triplet-hard"}
+           "recall_at_k": "recall-at-k", "multi_similarity": "multi-similarity", "triplet_hard": "triplet-hard",
+           "triplet_semihard": "triplet-semihard"}
 
 
 def flag(option: str) -> str:

@@ -144,6 +144,51 @@ def test_triplet_hard_equals_the_definition(seed):
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
 
 
+# --- triplet with semi-hard negatives, batch form (Xuan et al., 2020) -----------------------------
+
+def _triplet_semihard(x, y, margin=0.2):
+    """Each anchor with its closest positive and the closest negative farther than that positive
+    (anchors without one are left out); the mean of the margin-violating terms."""
+    d = _dist(x)
+    terms = []
+    for a in range(len(y)):
+        pos = [j for j in range(len(y)) if j != a and y[j] == y[a]]
+        if not pos:
+            continue
+        dp = min(d[a, j] for j in pos)
+        farther = [d[a, j] for j in range(len(y)) if y[j] != y[a] and d[a, j] > dp]
+        if not farther:
+            continue
+        v = dp - min(farther) + margin
+        if v > 0:
+            terms.append(v)
+    return torch.stack(terms).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_triplet_semihard_equals_the_definition(seed):
+    x, y = _batch(B=16, seed=seed)
+    margin = SPECS["triplet-semihard"].defaults["triplet_margin"]
+    la, lb, ga, gb = _both(build_loss("triplet-semihard"), lambda e, t: _triplet_semihard(e, t, margin), x, y)
+    assert abs(la.item() - lb.item()) < 1e-10
+    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
+
+
+def test_triplet_semihard_skips_anchors_whose_negatives_are_all_closer():
+    """Two tight classes far apart give no violating triplet; then anchor 0 moves among the other
+    class: all its negatives are closer than its positive, so it is no anchor of a mined triplet,
+    while anchor 1 (whose positive moved away) now violates the margin."""
+    x = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]],
+                                                   dtype=torch.float64), dim=1)
+    y = torch.tensor([0, 0, 1, 1])
+    loss = build_loss("triplet-semihard", triplet_margin=0.1)
+    assert loss(x, y).item() == 0.0
+    x[0] = torch.nn.functional.normalize(torch.tensor([0.1, 0.995], dtype=torch.float64), dim=0)
+    anchors, positives, _, negatives = loss.miner(x, y)
+    assert 0 not in anchors.tolist() and 1 in anchors.tolist()
+    assert loss(x, y).item() == pytest.approx(_triplet_semihard(x, y, 0.1).item(), abs=1e-12) and loss(x, y).item() > 0
+
+
 # --- contrastive: the hinge form of PML and Musgrave et al. (ECCV 2020) -------------------------
 
 def _contrastive(x, y, neg_margin=0.5):

@@ -24,8 +24,8 @@ def test_every_loss_builds_and_gives_finite_gradients():
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)
     y = torch.arange(60) % 6
-    assert set(LOSSES) == {"ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "triplet-hard", "contrastive",
-                           "multi-similarity", "fastap"}
+    assert set(LOSSES) == {"ap", "tie-aware", "smoothap", "recall-at-k", "triplet", "triplet-hard", "triplet-semihard",
+                           "contrastive", "multi-similarity", "fastap"}
     for name in LOSSES:
         e = x[torch.randperm(60, generator=g)].clone().requires_grad_()
         loss = build_loss(name)(e, y)
@@ -43,6 +43,9 @@ def test_baselines_are_pml_with_the_documented_defaults():
     assert t.loss.margin == SPECS["triplet"].defaults["triplet_margin"]
     hard = build_loss("triplet-hard")
     assert isinstance(hard.miner, miners.BatchHardMiner) and hard.loss.margin == SPECS["triplet-hard"].defaults["triplet_margin"]
+    semi = build_loss("triplet-semihard", triplet_margin=0.1)
+    assert isinstance(semi.miner, miners.BatchEasyHardMiner) and semi.loss.margin == 0.1
+    assert (semi.miner.pos_strategy, semi.miner.neg_strategy) == ("easy", "semihard")
     assert build_loss("contrastive", contrastive_margin=0.3).loss.neg_margin == 0.3
     assert build_loss("multi-similarity", ms_base=0.7).loss.base == 0.7
     assert isinstance(build_loss("multi-similarity").miner, miners.MultiSimilarityMiner)
@@ -110,7 +113,7 @@ def test_cli_messages(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--loss", "hinge"])
     err = capsys.readouterr().err.replace("'", "")
-    assert "unknown loss hinge; choose from ap, tie-aware, smoothap, recall-at-k, triplet, triplet-hard, contrastive, multi-similarity, fastap" in err
+    assert "unknown loss hinge; choose from ap, tie-aware, smoothap, recall-at-k, triplet, triplet-hard, triplet-semihard, contrastive, multi-similarity, fastap" in err
     assert main(["train", "--memory", "-3", "--out", str(tmp_path / "c")]) == 2
     assert "--memory must be an integer >= 0" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()  # nothing written on a refused run
