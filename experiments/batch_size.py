@@ -298,7 +298,17 @@ def report_text(report: dict) -> str:
                     cells.append(_mean_std(ok) + (f" ({step:.2f} s/step)" if step else ""))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n" + tuning_text(report)
+    return "\n".join(lines) + "\n" + tuning_text(report) + "\n" + time_text(runs)
+
+
+def time_text(runs: list[dict]) -> str:
+    """How long the recorded runs took, per phase (each run's wall time, data making included)."""
+    parts = []
+    for phase in ("tune", "final"):
+        secs = [r["seconds"] for r in runs if r["phase"] == phase and r.get("seconds")]
+        if secs:
+            parts.append(f"{phase} {len(secs)} runs, {sum(secs) / 3600:.1f} h")
+    return "Time of the recorded runs on 2 cores, one run at a time: " + "; ".join(parts) + ".\n"
 
 
 def tuning_text(report: dict) -> str:
@@ -323,6 +333,43 @@ def tuning_text(report: dict) -> str:
         cells.append(f"{collapsed} / {diverged} of {len(tuned)}")
         lines.append(f"| {loss} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def final_values(runs: list[dict], loss: str, batch: int, budget: str) -> list[float]:
+    """Held-out MAP@R of the final runs of (loss, B, budget) that trained, one per seed."""
+    return [r["map@r"] for r in runs if r["phase"] == "final" and r["loss"] == loss and r["batch_size"] == batch
+            and r.get("budget") == budget and r["status"] == "ok"]
+
+
+def batch_gain(runs: list[dict], loss: str, batches: list[int], budget: str) -> Optional[dict]:
+    """What the largest batch gives `loss` over the smallest: the difference of the means, the sum of
+    their standard deviations (the spread it must exceed to count) and the batch size of the best
+    mean; None while a point is missing."""
+    vals = {b: final_values(runs, loss, b, budget) for b in batches}
+    if any(len(v) < 2 for v in vals.values()):
+        return None
+    means = {b: statistics.fmean(v) for b, v in vals.items()}
+    lo, hi = batches[0], batches[-1]
+    return {"gain": means[hi] - means[lo], "spread": statistics.stdev(vals[hi]) + statistics.stdev(vals[lo]),
+            "best": max(means, key=means.get), "from": lo, "to": hi}
+
+
+def claim_verdict(ap: Optional[dict], triplet: Optional[dict]) -> str:
+    """The paper's claim, "AP improves as the batch grows, a triplet loss with hard mining does not",
+    judged from two `batch_gain`s: a change counts when it exceeds the spread of the seeds."""
+    if ap is None or triplet is None:
+        return "-"
+    grows = lambda g: g["gain"] > g["spread"]  # noqa: E731
+    ap_text = (f"AP_Q {'gains' if grows(ap) else 'changes'} {ap['gain']:+.3f} from B = {ap['from']} to {ap['to']} "
+               f"(spread {ap['spread']:.3f}; best at B = {ap['best']})")
+    tri_text = f"the triplet {triplet['gain']:+.3f} (spread {triplet['spread']:.3f})"
+    if grows(ap) and not grows(triplet):
+        verdict = "yes"
+    elif grows(ap):
+        verdict = "partly: both improve" + (" and the triplet gains more" if triplet["gain"] > ap["gain"] else "")
+    else:
+        verdict = "no: AP_Q does not gain beyond the spread"
+    return f"{verdict}: {ap_text}; {tri_text}"
 
 
 def _plot(report: dict, path: Path) -> None:

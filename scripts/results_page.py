@@ -419,18 +419,16 @@ def claims_table() -> str:
                      + f"{p['a_better']} of {len(p['seeds'])} seeds better) | {verdict} |")
     bs = _load(EXP / "batch_size.json")
     if bs and any(r["phase"] == "final" for r in bs["runs"]):
-        for budget in ("steps", "images"):
-            cells = []
-            for loss in bs["losses"]:
-                vals = []
-                for b in bs["batches"]:
-                    v = [r["map@r"] for r in bs["runs"] if r["phase"] == "final" and r["loss"] == loss
-                         and r["batch_size"] == b and r["budget"] == budget and r["status"] == "ok"]
-                    vals.append(f"{statistics.fmean(v):.3f}" if v else "-")
-                cells.append(f"{loss} " + " / ".join(vals))
+        from experiments.batch_size import batch_gain, claim_verdict, final_values
+
+        triplet = next((loss for loss in bs["losses"] if loss.startswith("triplet")), None)
+        for budget, what in (("steps", "equal steps, as the paper"), ("images", "equal images seen")):
+            cells = [f"{loss} " + " / ".join(_pm(final_values(bs["runs"], loss, b, budget)) for b in bs["batches"])
+                     for loss in bs["losses"]]
+            gains = [batch_gain(bs["runs"], loss, bs["batches"], budget) for loss in ("ap", triplet)]
             lines.append(f"| AP improves with the batch, up to about 4096; a triplet loss with hard mining does not "
-                         f"(equal {budget}) | B = {' / '.join(map(str, bs['batches']))}: " + "; ".join(cells)
-                         + " | see [the study](#batch-size) |")
+                         f"({what}) | B = {' / '.join(map(str, bs['batches']))}: " + "; ".join(cells)
+                         + f" | {claim_verdict(*gains)}; [the study](#batch-size) |")
     else:
         tuned = " (its tuning phase ran: [the study](#batch-size))" if bs and bs["runs"] else ""
         lines.append("| AP improves with the batch, up to about 4096; a triplet loss with hard mining does not | "

@@ -1,6 +1,7 @@
 """The experiment scripts build their runs from TrainConfig field names; a renamed field must fail
 here, not hours into a study (the batch-size study once passed the triplet margin under an old name)."""
 import dataclasses
+import json
 
 import pytest
 
@@ -51,3 +52,44 @@ def test_a_best_rate_on_an_edge_of_the_grid_extends_it():
     inside = [run(0.004, 0.3), run(0.016, 0.6), run(0.064, 0.7, status="diverged")]
     assert batch_size.next_rate(inside + [run(0.064, 0.9, margin=0.2)], "ap", 4096, None, rates) is None
     assert batch_size.next_rate([], "ap", 4096, None, rates) is None
+
+
+def _final(loss, batch, values, budget="steps"):
+    return [{"phase": "final", "loss": loss, "batch_size": batch, "budget": budget, "status": "ok", "map@r": v}
+            for v in values]
+
+
+def test_the_batch_size_claim_is_judged_against_the_spread_of_the_seeds():
+    """AP gains beyond the spread and the triplet does not: the claim holds; both gain: partly; AP's
+    gain within the spread: no. A point with fewer than two seeds gives no verdict."""
+    batches = [64, 4096]
+    runs = (_final("ap", 64, [0.50, 0.52, 0.51]) + _final("ap", 4096, [0.60, 0.61, 0.62])
+            + _final("triplet-semihard", 64, [0.40, 0.45, 0.50]) + _final("triplet-semihard", 4096, [0.42, 0.44, 0.49]))
+    ap = batch_size.batch_gain(runs, "ap", batches, "steps")
+    assert ap["gain"] == pytest.approx(0.10) and ap["spread"] == pytest.approx(0.02) and ap["best"] == 4096
+    tri = batch_size.batch_gain(runs, "triplet-semihard", batches, "steps")
+    assert batch_size.claim_verdict(ap, tri).startswith("yes: AP_Q gains +0.100 from B = 64 to 4096")
+    both = batch_size.batch_gain(runs[:6] + _final("triplet-semihard", 64, [0.2, 0.21]) + _final("triplet-semihard", 4096,
+                                 [0.5, 0.51]), "triplet-semihard", batches, "steps")
+    assert batch_size.claim_verdict(ap, both).startswith("partly: both improve and the triplet gains more")
+    flat = batch_size.batch_gain(_final("ap", 64, [0.5, 0.6]) + _final("ap", 4096, [0.55, 0.62]), "ap", batches, "steps")
+    assert batch_size.claim_verdict(flat, tri).startswith("no: AP_Q does not gain beyond the spread")
+    assert batch_size.batch_gain(runs, "ap", batches, "images") is None
+    assert batch_size.claim_verdict(None, tri) == "-"
+
+
+@pytest.mark.slow
+def test_the_batch_size_study_runs_end_to_end_at_a_tiny_budget(tmp_path):
+    """Plumbing of `python -m experiments.batch_size --quick`: tuning, both budgets of the final
+    phase, one record per run with the study's keys, its tables and its plot."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bs.json"
+    batch_size.main(["--quick", str(out), "--losses", "ap", "--work", str(tmp_path / "runs")])
+    report = json.loads(out.read_text())
+    final = [r for r in report["runs"] if r["phase"] == "final"]
+    assert {(r["batch_size"], r["budget"]) for r in final} == {(64, "images"), (128, "images"), (64, "steps"), (128, "steps")}
+    keys = {"study", "setting", "loss", "batch_size", "sampler", "class_balanced", "seed", "map@r", "map", "p@1",
+            "steps", "images_seen", "step_s"}
+    assert all(r["status"] == "ok" and keys <= set(r) and r["study"] == "batch-size" for r in final), final
+    assert all(r["images_seen"] == r["steps"] * r["batch_size"] for r in final)
+    assert "| ap | " in batch_size.report_text(report) and out.with_suffix(".png").is_file()
