@@ -13,7 +13,10 @@ class GeM(nn.Module):
     the network. Activations are clamped to `eps` first, since x^p needs x > 0 for fractional p.
 
     Computed in float32 (or float64) even under autocast: in float16, x^3 of small activations
-    underflows to 0 and the gradient of the 1/p root is then infinite.
+    underflows to 0 and the gradient of the 1/p root is then infinite. Each map is divided by its
+    largest value before the power and multiplied by it after (the mean is homogeneous of degree
+    1), so that x^p cannot overflow: otherwise activations above about 3e8 (a network trained at too
+    high a rate) overflow float32 with p = 4.5 and the descriptor comes out NaN.
     """
 
     def __init__(self, p: float = 3.0, eps: float = 1e-6, learn_p: bool = True) -> None:
@@ -34,7 +37,11 @@ class GeM(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(dtype)
             p = self.p.to(dtype)
-            return x.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+            x = x.clamp(min=self.eps)
+            # the scale is a constant to autograd: since the mean is homogeneous, the gradient through
+            # x / scale times scale is the whole gradient
+            scale = x.detach().amax(dim=(2, 3), keepdim=True)
+            return (x / scale).pow(p).mean(dim=(2, 3)).pow(1.0 / p) * scale.flatten(2).squeeze(2)
 
     def extra_repr(self) -> str:
         return f"p={float(self.p.detach()):.4g}, eps={self.eps}, learn_p={isinstance(self.p, nn.Parameter)}"

@@ -16,11 +16,11 @@ class TrainingDiverged(ValueError):
 
 def _diverged(message: str, epoch: int, step: int, lr: float, amp, on_disk: Optional[str],
               schedule: Optional[str]) -> TrainingDiverged:
-    rate = f"this step's learning rate was {lr:g}" + (f" (--lr with the {schedule} schedule)" if schedule else "")
+    rate = f"{'this step' if step >= 0 else 'its last step'}'s learning rate was {lr:g}" + (f" (--lr with the {schedule} schedule)" if schedule else "")
     hint = "start again with a lower --lr" + (" or with --amp bf16" if amp == "fp16" else "")
     disk = f" {on_disk[0].upper()}{on_disk[1:]}." if on_disk else ""
-    return TrainingDiverged(f"training diverged at epoch {epoch + 1}, step {step + 1}: {message}.{disk} {rate[0].upper()}"
-                            f"{rate[1:]}; {hint}.")
+    where = f"at epoch {epoch + 1}, step {step + 1}" if step >= 0 else f"in epoch {epoch + 1}"
+    return TrainingDiverged(f"training diverged {where}: {message}.{disk} {rate[0].upper()}{rate[1:]}; {hint}.")
 
 
 def checked_step(step_fn: Callable, x, y, epoch: int, step: int, lr: float, amp=None, on_disk: Optional[str] = None,
@@ -39,3 +39,17 @@ def checked_step(step_fn: Callable, x, y, epoch: int, step: int, lr: float, amp=
     if not math.isfinite(float(loss)):
         raise _diverged(f"the loss is {float(loss)}", epoch, step, lr, amp, on_disk, schedule)
     return loss
+
+
+def checked_evaluation(evaluate: Callable[[], dict], epoch: int, lr: float, amp=None, on_disk: Optional[str] = None,
+                       schedule: Optional[str] = None) -> dict:
+    """`evaluate()`, with descriptors of the held-out images that are not finite turned into a
+    `TrainingDiverged`: the training steps can stay finite while a network whose activations grew
+    too large overflows on images it has not seen (`lr`: the rate of the epoch's last step)."""
+    try:
+        return evaluate()
+    except ValueError as err:
+        if "NaN or infinite" not in str(err):
+            raise
+        raise _diverged(f"after its last step, the descriptors of the held-out images are no longer finite ({err})",
+                        epoch, -1, lr, amp, on_disk, schedule) from None

@@ -29,7 +29,7 @@ from .checkpoint import atomic_save, load_checkpoint
 from .config import TrainConfig
 from .data import (SeededBatches, UnreadableImage, batch_capacity, build_datasets, build_sampler, check_data,
                    check_workers, default_workers, train_loader)
-from .divergence import checked_step
+from .divergence import checked_evaluation, checked_step
 from .losses import build_loss
 from .model import build_model
 from .optim import build_optimizer, set_learning_rate
@@ -290,8 +290,13 @@ class Trainer:
         """The held-out metrics of the epoch of `row`, recorded, logged and saved."""
         cfg, state = self.cfg, run.state
         t0 = time.perf_counter()
-        metrics = evaluate(state.model, run.eval_set, run.whitening_set, cfg.whitening, scales=cfg.scales,
-                           workers=self.workers, prefetch=self.prefetch, distributed=run.launch.distributed)
+        epoch = row["epoch"] - 1
+        on_disk = (f"{self.out / 'last.pt'} holds this epoch"
+                   + (f", {self.out / 'best.pt'} the best one evaluated" if (self.out / "best.pt").exists() else ""))
+        metrics = checked_evaluation(
+            lambda: evaluate(state.model, run.eval_set, run.whitening_set, cfg.whitening, scales=cfg.scales,
+                             workers=self.workers, prefetch=self.prefetch, distributed=run.launch.distributed),
+            epoch, state.optimizer.param_groups[0]["lr"], cfg.amp, on_disk, None if cfg.schedule == "none" else cfg.schedule)
         row.update({f"eval_{k}": v for k, v in metrics.items()})
         row["eval_time_s"] = time.perf_counter() - t0
         improved = state.record(row)

@@ -28,6 +28,31 @@ def test_gem_special_cases_and_learnable_p():
         GeM()(torch.rand(2, 3))
 
 
+def test_gem_does_not_overflow_on_large_activations():
+    """Activations of 1e9 with p = 4.5 overflow float32 in x^p (1e40); the pooled value must not."""
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64) * 1e9 + 1.0
+    gem = GeM(p=4.5, learn_p=False)
+    exact = x.pow(4.5).mean(dim=(2, 3)).pow(1 / 4.5)  # float64 holds 1e40
+    out = gem(x.float())
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=0)
+
+
+def test_gem_gradients_are_exact_in_float64():
+    x = (torch.rand(2, 3, 4, 5, dtype=torch.float64) + 0.1).requires_grad_()
+    p = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
+    gem = GeM(p=2.5)
+    gem.p = torch.nn.Parameter(p)
+    assert torch.autograd.gradcheck(lambda a: gem(a), (x,))
+    a = x.detach().clone().requires_grad_()
+    gem(a).sum().backward()
+    b = x.detach().clone().requires_grad_()
+    q = p.detach().clone().requires_grad_()
+    b.pow(q).mean(dim=(2, 3)).pow(1 / q).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)
+    torch.testing.assert_close(gem.p.grad, q.grad)
+
+
 def test_gem_clamps_negative_activations():
     x = torch.full((1, 1, 2, 2), -1.0)
     assert torch.isfinite(GeM()(x)).all()

@@ -61,3 +61,28 @@ def test_divergence_in_the_first_epoch_says_no_checkpoint_exists(tmp_path, monke
                                                r"first epoch\)\. This step's learning rate was 0\.001 "):
         Trainer(TrainConfig(**TINY), tmp_path / "r", log=lambda m: None, progress=False).run()
     assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_held_out_descriptors_that_overflow_are_divergence(tmp_path, monkeypatch):
+    """Training steps can stay finite while the network overflows on the held-out images: the run
+    stops with the divergence message (the epoch, the rate of its last step, what is on disk), not
+    with the evaluation's bare "embeddings contains NaN"."""
+    import apl.train.loop as loop
+
+    real, calls = loop.evaluate, []
+
+    def overflow_in_second_epoch(model, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                model.head.whiten.weight.fill_(float("inf"))
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(loop, "evaluate", overflow_in_second_epoch)
+    with pytest.raises(TrainingDiverged) as err:
+        Trainer(TrainConfig(**TINY), tmp_path / "r", log=lambda m: None, progress=False).run()
+    lr = 1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 4))  # the last step of epoch 2 (step 4 of 4, cosine)
+    assert str(err.value).startswith(
+        "training diverged in epoch 2: after its last step, the descriptors of the held-out images are no longer "
+        f"finite (embeddings contains NaN or infinite values). {tmp_path / 'r' / 'last.pt'} holds this epoch, "
+        f"{tmp_path / 'r' / 'best.pt'} the best one evaluated. Its last step's learning rate was {lr:g}"), str(err.value)
