@@ -7,8 +7,8 @@ the 149 classes), Adam with a cosine schedule, multistage backpropagation in chu
 that; held-out MAP@R of the 150 unseen classes. Losses: apl's AP_Q ("ap"), apl's Smooth-AP
 ("smoothap") and PML's triplet loss with hard-negative mining in its batch form, the paper's
 baseline. Its first form, batch-hard mining ("triplet-hard": each anchor's farthest positive and
-closest negative), collapsed in tuning at B >= 256 for every rate and margin (its records stay in
-the results), so the study's triplet is the semi-hard batch form that trains at every B
+closest negative), collapsed in tuning at B = 256 and 1024 for every rate and margin of the grid
+(its tuning records stay in the results), so the study's triplet is the semi-hard batch form that trains at every B
 ("triplet-semihard": each anchor's closest positive and the closest negative farther than it).
 B = 64, 256, 1024, 4096.
 
@@ -50,7 +50,7 @@ BATCHES = (64, 256, 1024, 4096)
 LOSSES = ("ap", "smoothap", "triplet-semihard")
 SEEDS = (0, 1, 2)
 IMAGES = 2 ** 16          # equal-images budget: 1024 steps at B = 64, 16 at B = 4096
-STEPS = 64                # equal-steps budget
+STEPS = 32                # equal-steps budget: at B = 4096 twice the equal-images one
 EPOCHS = 8                # evaluations along a run (the curve that shows convergence)
 GLYPHS_PER_CLASS, CHUNK, K = 64, 256, 8
 LR_FACTORS = (0.25, 1.0, 4.0)
@@ -59,8 +59,8 @@ LR_FACTORS = (0.25, 1.0, 4.0)
 MAX_GRID_EXTENSIONS = 2
 # A run below this validation MAP@R has collapsed (an untrained network scores 0.029 on the unseen glyphs).
 COLLAPSED = 0.1
-MARGINS = (0.1, 0.2, 0.4)  # the triplet losses, tuned at B = 256
-MARGIN_LOSSES = ("triplet-hard", "triplet-semihard")
+MARGINS = (0.1, 0.2, 0.4)  # the triplet losses, tuned at MARGIN_BATCH
+MARGIN_LOSSES, MARGIN_BATCH = ("triplet-hard", "triplet-semihard"), 256
 MEMORY_LIMIT_GB = 12.0
 # The demo's learning rate of each loss (apl/demo/settings.py TUNED), the centre of the grid;
 # the mined triplet losses are not in the demo, so they start from the triplet loss's.
@@ -110,7 +110,7 @@ def run(spec: dict, timeout_s: float = 7200) -> dict:
                            capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ),
                            cwd=Path(__file__).resolve().parents[1])
     except subprocess.TimeoutExpired:
-        return {"status": "timeout", "reason": f"over {timeout_s:.0f} s"}
+        return {"status": "timeout", "reason": f"over {timeout_s:.0f} s", "seconds": round(timeout_s, 1)}
     seconds = round(time.perf_counter() - t0, 1)
     if r.returncode == 0:
         return {**json.loads(r.stdout.strip().splitlines()[-1]), "seconds": seconds}
@@ -129,7 +129,7 @@ def record(phase: str, loss: str, batch: int, budget: str, lr: float, margin, se
     """A run's record: the keys of the study records (apl/demo/records.py) and what this study adds."""
     rec = {"study": "batch-size", "phase": phase, "setting": f"equal {budget}", "budget": budget, "loss": loss,
            "batch_size": batch, "sampler": "pk", "class_balanced": False, "seed": seed, "lr": lr, "margin": margin,
-           "seconds": result.get("seconds")}
+           "seconds": result.get("seconds"), "code": _commit()}
     if result["status"] != "ok":
         return {**rec, "status": result["status"], "reason": result.get("reason", "")}
     h = result["history"]
@@ -147,8 +147,23 @@ def _load(path: Path) -> list[dict]:
     return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
+def _commit() -> Optional[str]:
+    """The commit of the code that made the runs (the study is only reproducible at it)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def _save(path: Path, runs: list[dict], args) -> None:
-    report = {"what": __doc__.split("\n\n")[0].replace("\n", " "), "batches": list(args.batches), "losses": list(args.losses),
+    ran = {r["loss"] for r in runs if r["phase"] == "final"}
+    if args.phase != "tune" or not ran:  # a loss only tuned (triplet-hard) is in the tuning table only
+        ran |= set(args.losses)
+    losses = [x for x in LOSSES if x in ran] + sorted(ran - set(LOSSES))  # a partial run keeps the others
+    batches = sorted({r["batch_size"] for r in runs} | set(args.batches))
+    report = {"what": __doc__.split("\n\n")[0].replace("\n", " "), "batches": batches, "losses": losses,
+              "code": _commit(),
               "images": args.images, "steps": args.steps, "seeds": list(args.seeds), "chunk": CHUNK,
               "memory_gb": args.memory_gb, "runs": runs}
     path.write_text(json.dumps(report, indent=1))
@@ -171,12 +186,17 @@ def next_rate(runs: list[dict], loss: str, batch: int, margin, rates: list[float
 
 
 def chosen_settings(runs: list[dict]) -> dict:
-    """(loss, B) -> {"lr", "margin", "validation_map@r"}: the best validation run of each."""
+    """(loss, B) -> {"lr", "margin", "validation_map@r"}: the best validation run of each. A loss
+    with a margin has it chosen at MARGIN_BATCH (where the margins are tuned) and every other B
+    chooses among its runs with that margin only."""
     best: dict = {}
-    for r in runs:
-        if r["phase"] != "tune" or r.get("status") != "ok":
-            continue
+    tuned = [r for r in runs if r["phase"] == "tune" and r.get("status") == "ok"]
+    for r in sorted(tuned, key=lambda r: r["batch_size"] != MARGIN_BATCH):  # the margin's batch first
         k = (r["loss"], r["batch_size"])
+        margin = best.get((r["loss"], MARGIN_BATCH), {}).get("margin")
+        if r["loss"] in MARGIN_LOSSES and r["batch_size"] != MARGIN_BATCH and margin is not None \
+                and r.get("margin") != margin:
+            continue
         if k not in best or r["map@r"] > best[k]["validation_map@r"]:
             best[k] = {"lr": r["lr"], "margin": r.get("margin"), "validation_map@r": r["map@r"]}
     return best
@@ -226,9 +246,9 @@ def main(argv=None) -> list[dict]:
         print(f"{phase:5s} {loss:12s} B={batch:<5d} {budget:6s} lr {lr:g} margin {margin} seed {seed}: {what}", flush=True)
 
     if a.phase in ("tune", "all"):
-        for loss in a.losses:
-            for batch in a.batches:
-                first = a.batches[0] if 256 not in a.batches else 256  # the margin is tuned at this B
+        first = MARGIN_BATCH if MARGIN_BATCH in a.batches else a.batches[0]  # the margin is tuned at this B,
+        for loss in a.losses:                                                # before the others use it
+            for batch in sorted(a.batches, key=lambda b: b != first):
                 margins = margins_grid if loss in MARGIN_LOSSES and batch == first else (None,)
                 if loss in MARGIN_LOSSES and batch != first:
                     margins = (chosen_settings(runs).get((loss, first), {}).get("margin") or 0.2,)
@@ -308,7 +328,11 @@ def time_text(runs: list[dict]) -> str:
         secs = [r["seconds"] for r in runs if r["phase"] == phase and r.get("seconds")]
         if secs:
             parts.append(f"{phase} {len(secs)} runs, {sum(secs) / 3600:.1f} h")
-    return "Time of the recorded runs on 2 cores, one run at a time: " + "; ".join(parts) + ".\n"
+    if not parts:
+        return ""
+    codes = sorted({r.get("code") or "unknown" for r in runs})
+    return ("Time of the recorded runs, one run at a time (their wall time, data making included): " + "; ".join(parts)
+            + f". Code: {', '.join(codes)}.\n")
 
 
 def tuning_text(report: dict) -> str:

@@ -46,7 +46,7 @@ def _positive(option: str, value) -> None:
 
 
 def triplet(margin: float) -> PMLLoss:
-    """Every triplet that violates the margin. Semi-hard and hard mining stalled on an image folder
+    """Every triplet that violates the margin. PML's semi-hard and hard triplets stalled on an image folder
     of digits (held-out mAP stuck at the untrained network's, near chance), and a hand-written
     batch-hard loss collapsed there: tests/losses/test_baselines_folder.py."""
     losses, miners = _pml()
@@ -66,9 +66,10 @@ def triplet_hard(margin: float) -> PMLLoss:
 def triplet_semihard(margin: float) -> PMLLoss:
     """Semi-hard negative mining in its batch form (Xuan et al., 2020, "easy positive, semi-hard
     negative"): each anchor with its closest positive and the closest negative farther than that
-    positive; B triplets per batch, so it holds batches of thousands. The hard-negative baseline that
-    trains on the glyphs at every batch size: batch-hard mining (`triplet_hard`) collapses there at
-    B >= 256 whatever the rate or margin, and so did an easiest-positive / hardest-negative batch."""
+    positive; at most B triplets per batch (an anchor without either gives none), so it holds
+    batches of thousands. The hard-negative baseline that trains on the glyphs at every batch size:
+    batch-hard mining (`triplet_hard`) collapses there at B = 256 and 1024 for every rate and margin
+    tried, and so did the easiest positive with the hardest negative at B = 1024."""
     losses, miners = _pml()
     _positive("triplet_margin", margin)
     return PMLLoss(losses.TripletMarginLoss(margin=margin),

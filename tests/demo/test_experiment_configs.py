@@ -93,3 +93,17 @@ def test_the_batch_size_study_runs_end_to_end_at_a_tiny_budget(tmp_path):
     assert all(r["status"] == "ok" and keys <= set(r) and r["study"] == "batch-size" for r in final), final
     assert all(r["images_seen"] == r["steps"] * r["batch_size"] for r in final)
     assert "| ap | " in batch_size.report_text(report) and out.with_suffix(".png").is_file()
+
+
+def test_a_margin_is_chosen_at_its_batch_size_and_used_at_the_others():
+    """The margin of a triplet loss is tuned at MARGIN_BATCH; a run at another B with another
+    margin (made before that choice) is not chosen, however good."""
+    def run(batch, lr, margin, score):
+        return {"phase": "tune", "loss": "triplet-semihard", "batch_size": batch, "lr": lr, "margin": margin,
+                "map@r": score, "status": "ok"}
+
+    runs = [run(64, 0.004, 0.2, 0.9), run(64, 0.016, 0.1, 0.7), run(batch_size.MARGIN_BATCH, 0.016, 0.1, 0.8),
+            run(batch_size.MARGIN_BATCH, 0.016, 0.2, 0.6)]
+    chosen = batch_size.chosen_settings(runs)
+    assert chosen[("triplet-semihard", batch_size.MARGIN_BATCH)]["margin"] == 0.1
+    assert chosen[("triplet-semihard", 64)] == {"lr": 0.016, "margin": 0.1, "validation_map@r": 0.7}
