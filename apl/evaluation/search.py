@@ -14,6 +14,10 @@ import torch
 DEFAULT_CHUNK_SIZE = 65536
 
 
+class NonFiniteDescriptors(ValueError):
+    """Descriptors given to a search or a metric hold NaN or Inf (a network that diverged)."""
+
+
 def as_matrix(x, name: str) -> torch.Tensor:
     """`x` (a tensor, NumPy array or nested list) as a floating (N, D) tensor with finite values."""
     t = torch.as_tensor(x)
@@ -22,7 +26,7 @@ def as_matrix(x, name: str) -> torch.Tensor:
     if not t.is_floating_point():
         t = t.float()
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise NonFiniteDescriptors(f"{name} contains NaN or infinite values")
     return t
 
 

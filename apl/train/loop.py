@@ -291,8 +291,8 @@ class Trainer:
         cfg, state = self.cfg, run.state
         t0 = time.perf_counter()
         epoch = row["epoch"] - 1
-        on_disk = (f"{self.out / 'last.pt'} holds this epoch"
-                   + (f", {self.out / 'best.pt'} the best one evaluated" if (self.out / "best.pt").exists() else ""))
+        on_disk = (f"{self.out / 'last.pt'} holds this epoch's weights (--resume evaluates them first and stops here "
+                   "again)" + (f"; {self.out / 'best.pt'} the best epoch evaluated" if (self.out / "best.pt").exists() else ""))
         metrics = checked_evaluation(
             lambda: evaluate(state.model, run.eval_set, run.whitening_set, cfg.whitening, scales=cfg.scales,
                              workers=self.workers, prefetch=self.prefetch, distributed=run.launch.distributed),

@@ -60,22 +60,33 @@ def _final(loss, batch, values, budget="steps"):
 
 
 def test_the_batch_size_claim_is_judged_against_the_spread_of_the_seeds():
-    """AP gains beyond the spread and the triplet does not: the claim holds; both gain: partly; AP's
-    gain within the spread: no. A point with fewer than two seeds gives no verdict."""
+    """A change counts when it exceeds the sum of the two points' standard deviations: AP gains and
+    the triplet does not, yes; both gain, partly; AP within the spread, not shown; AP drops, no. A
+    point with fewer than two seeds gives no verdict."""
     batches = [64, 4096]
-    runs = (_final("ap", 64, [0.50, 0.52, 0.51]) + _final("ap", 4096, [0.60, 0.61, 0.62])
-            + _final("triplet-semihard", 64, [0.40, 0.45, 0.50]) + _final("triplet-semihard", 4096, [0.42, 0.44, 0.49]))
-    ap = batch_size.batch_gain(runs, "ap", batches, "steps")
+    gain = lambda loss, lo, hi: batch_size.batch_gain(_final(loss, 64, lo) + _final(loss, 4096, hi), loss,  # noqa: E731
+                                                      batches, "steps")
+    ap = gain("ap", [0.50, 0.52, 0.51], [0.60, 0.61, 0.62])
     assert ap["gain"] == pytest.approx(0.10) and ap["spread"] == pytest.approx(0.02) and ap["best"] == 4096
-    tri = batch_size.batch_gain(runs, "triplet-semihard", batches, "steps")
-    assert batch_size.claim_verdict(ap, tri).startswith("yes: AP_Q gains +0.100 from B = 64 to 4096")
-    both = batch_size.batch_gain(runs[:6] + _final("triplet-semihard", 64, [0.2, 0.21]) + _final("triplet-semihard", 4096,
-                                 [0.5, 0.51]), "triplet-semihard", batches, "steps")
-    assert batch_size.claim_verdict(ap, both).startswith("partly: both improve and the triplet gains more")
-    flat = batch_size.batch_gain(_final("ap", 64, [0.5, 0.6]) + _final("ap", 4096, [0.55, 0.62]), "ap", batches, "steps")
-    assert batch_size.claim_verdict(flat, tri).startswith("no: AP_Q does not gain beyond the spread")
-    assert batch_size.batch_gain(runs, "ap", batches, "images") is None
-    assert batch_size.claim_verdict(None, tri) == "-"
+    flat = gain("t", [0.40, 0.45, 0.50], [0.42, 0.44, 0.49])
+    up, down = gain("t", [0.2, 0.21], [0.5, 0.51]), gain("ap", [0.6, 0.61], [0.5, 0.51])
+    assert batch_size.claim_verdict(ap, flat, "t") == (
+        "yes; AP_Q gains +0.100 from B = 64 to 4096 (spread 0.020, best at B = 4096); "
+        f"t changes by {flat['gain']:+.3f} from B = 64 to 4096 (spread {flat['spread']:.3f}, best at B = 64)")
+    assert batch_size.claim_verdict(ap, up, "t").startswith("partly: AP_Q gains, but so does the triplet; ")
+    assert batch_size.claim_verdict(flat, up, "t").startswith("not shown: AP_Q's change is within the spread; ")
+    assert "t gains +0.300" in batch_size.claim_verdict(flat, up, "t")
+    assert batch_size.claim_verdict(down, flat, "t").startswith("no: AP_Q drops; AP_Q drops by -0.100")
+    assert batch_size.batch_gain(_final("ap", 64, [0.5]) + _final("ap", 4096, [0.6, 0.7]), "ap", batches, "steps") is None
+    assert batch_size.claim_verdict(None, flat).startswith("-: a point has fewer than two seeds")
+
+
+def test_the_time_of_the_recorded_runs():
+    runs = [{"phase": "tune", "seconds": 1800.0, "code": "abc"}, {"phase": "final", "seconds": 5400.0, "code": "abc"},
+            {"phase": "final", "seconds": None, "code": "abd"}]
+    assert batch_size.time_text(runs) == ("Time of the recorded runs, one run at a time (their wall time, data making "
+                                          "included): tune 1 runs, 0.5 h; final 1 runs, 1.5 h. Code: abc, abd.\n")
+    assert batch_size.time_text([]) == ""
 
 
 @pytest.mark.slow

@@ -38,6 +38,20 @@ def test_gem_does_not_overflow_on_large_activations():
     torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=0)
 
 
+def test_gem_gradient_at_large_activations_and_on_a_dead_map():
+    """float32 backward at activations of 1e9 against float64 without the rescaling; a map clamped
+    whole to eps (a dead channel) pools to eps with a zero gradient, as before."""
+    x = torch.rand(2, 3, 4, 4, dtype=torch.float64) * 1e9 + 1.0
+    x[0, 1] = -1.0
+    a = x.float().requires_grad_()
+    GeM(p=4.5, learn_p=False)(a).sum().backward()
+    b = x.clone().requires_grad_()
+    b.clamp(min=1e-6).pow(4.5).mean(dim=(2, 3)).pow(1 / 4.5).sum().backward()
+    assert torch.isfinite(a.grad).all()
+    torch.testing.assert_close(a.grad.double(), b.grad, rtol=1e-4, atol=1e-12)
+    assert GeM(p=4.5, learn_p=False)(x.float())[0, 1].item() == pytest.approx(1e-6) and a.grad[0, 1].abs().sum() == 0
+
+
 def test_gem_gradients_are_exact_in_float64():
     x = (torch.rand(2, 3, 4, 5, dtype=torch.float64) + 0.1).requires_grad_()
     p = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)

@@ -7,7 +7,7 @@ import torch
 
 import apl
 from apl.train import TrainConfig, Trainer
-from apl.train.divergence import TrainingDiverged, checked_step
+from apl.train.divergence import TrainingDiverged, checked_evaluation, checked_step
 
 TINY = dict(dataset="digits", dim=8, batch_size=64, epochs=2, steps_per_epoch=2, threads=1)
 
@@ -82,7 +82,12 @@ def test_held_out_descriptors_that_overflow_are_divergence(tmp_path, monkeypatch
     with pytest.raises(TrainingDiverged) as err:
         Trainer(TrainConfig(**TINY), tmp_path / "r", log=lambda m: None, progress=False).run()
     lr = 1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 4))  # the last step of epoch 2 (step 4 of 4, cosine)
-    assert str(err.value).startswith(
-        "training diverged in epoch 2: after its last step, the descriptors of the held-out images are no longer "
-        f"finite (embeddings contains NaN or infinite values). {tmp_path / 'r' / 'last.pt'} holds this epoch, "
-        f"{tmp_path / 'r' / 'best.pt'} the best one evaluated. Its last step's learning rate was {lr:g}"), str(err.value)
+    assert str(err.value) == (
+        f"training diverged in epoch 2: evaluating it, the network's descriptors came out NaN or Inf. "
+        f"{tmp_path / 'r' / 'last.pt'} holds this epoch's weights (--resume evaluates them first and stops here again); "
+        f"{tmp_path / 'r' / 'best.pt'} the best epoch evaluated. The learning rate of epoch 2's last step was {lr:g} "
+        "(--lr with the cosine schedule); start again with a lower --lr.")
+    other = ValueError("embeddings must be a 2-D (N, D) array")  # other evaluation errors pass through unchanged
+    with pytest.raises(ValueError, match="2-D") as caught:
+        checked_evaluation(lambda: (_ for _ in ()).throw(other), epoch=0, lr=0.1)
+    assert not isinstance(caught.value, TrainingDiverged)
