@@ -22,7 +22,8 @@ Learning rates (and the triplet margin) are chosen per loss and batch size on th
 of the *training* classes ("glyphs-val": a quarter of them held out; the unseen classes are never
 looked at), at the equal-images budget with one seed: the rate of the grid LR_FACTORS x the loss's
 demo rate with the best validation MAP@R; where the best is on an edge of the grid, the grid grows
-by a factor of 4 past that edge (at most MAX_GRID_EXTENSIONS times). The same rate is then used for
+by a factor of 4 past that edge (at most MAX_GRID_EXTENSIONS times; a best still on an edge after
+that is flagged in the tuning table). The same rate is then used for
 both budgets (the equal-steps runs are not tuned again). Each run is a fresh process under a memory limit, so that a loss that
 cannot hold a batch is reported with its memory figure rather than taking the study down.
 
@@ -212,6 +213,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--images", type=int, default=IMAGES)
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--memory-gb", type=float, default=MEMORY_LIMIT_GB)
+    p.add_argument("--margins", type=float, nargs="+", default=list(MARGINS),
+                   help="the triplet margins tried at the margin's batch size")
+    p.add_argument("--max-extensions", type=int, default=MAX_GRID_EXTENSIONS,
+                   help="how many times a best rate on an edge of the grid extends it")
     p.add_argument("--quick", metavar="OUT", help="plumbing only: B = 64, 128, one lr, one seed, 16 steps, the demo's "
                                                   "16 images per class, written to OUT")
     p.add_argument("--out", default=str(RESULTS / "batch_size.json"))
@@ -220,7 +225,7 @@ def main(argv=None) -> list[dict]:
     if a.one:
         print(json.dumps(_run_one(json.loads(a.one))))
         return []
-    lr_factors, margins_grid, glyphs_per_class, extensions = LR_FACTORS, MARGINS, GLYPHS_PER_CLASS, MAX_GRID_EXTENSIONS
+    lr_factors, margins_grid, glyphs_per_class, extensions = LR_FACTORS, tuple(a.margins), GLYPHS_PER_CLASS, a.max_extensions
     if a.quick:
         a.out, a.batches, a.seeds, a.images, a.steps = a.quick, [64, 128], [0], 64 * 16, 16
         lr_factors, margins_grid, glyphs_per_class, extensions = (1.0,), (0.2,), 16, 0
@@ -342,15 +347,19 @@ def tuning_text(report: dict) -> str:
     # a loss tuned once and then left out of the study (triplet-hard collapsed) keeps its row
     losses = list(report["losses"]) + sorted({r["loss"] for r in runs if r["phase"] == "tune"} - set(report["losses"]))
     chosen = chosen_settings(runs)
-    lines = ["**learning rate (and margin) chosen on the validation split**, validation MAP@R", "",
+    lines = ["**learning rate (and margin) chosen on the validation split**, validation MAP@R; \"at an edge of "
+             "the grid\": the best rate is still the largest or smallest tried after the grid's extensions", "",
              "| loss | " + " | ".join(f"B={b}" for b in batches) + " | tuning runs collapsed / diverged |",
              "|---|" + "---|" * (len(batches) + 1)]
     for loss in losses:
         cells = []
         for b in batches:
             c = chosen.get((loss, b))
+            tried = [r["lr"] for r in runs if r["phase"] == "tune" and r["loss"] == loss and r["batch_size"] == b
+                     and r.get("margin") == (c or {}).get("margin")]
+            edge = c is not None and len(tried) > 1 and c["lr"] in (max(tried), min(tried))
             cells.append("-" if c is None else f"lr {c['lr']:g}" + (f", margin {c['margin']:g}" if c["margin"] else "")
-                         + f" ({c['validation_map@r']:.3f})")
+                         + f" ({c['validation_map@r']:.3f})" + (" at an edge of the grid" if edge else ""))
         tuned = [r for r in runs if r["phase"] == "tune" and r["loss"] == loss]
         collapsed = sum(r.get("status") == "ok" and r["map@r"] < COLLAPSED for r in tuned)
         diverged = sum(r.get("status") == "diverged" for r in tuned)

@@ -118,3 +118,15 @@ def test_a_margin_is_chosen_at_its_batch_size_and_used_at_the_others():
     chosen = batch_size.chosen_settings(runs)
     assert chosen[("triplet-semihard", batch_size.MARGIN_BATCH)]["margin"] == 0.1
     assert chosen[("triplet-semihard", 64)] == {"lr": 0.016, "margin": 0.1, "validation_map@r": 0.7}
+
+
+def test_the_tuning_table_flags_a_rate_still_on_an_edge():
+    def run(loss, lr, score, status="ok"):
+        return {"phase": "tune", "loss": loss, "batch_size": 64, "margin": None, "lr": lr, "map@r": score,
+                "status": status}
+
+    runs = [run("ap", 0.004, 0.5), run("ap", 0.016, 0.7), run("ap", 0.064, 0.0, "diverged"),
+            run("smoothap", 0.016, 0.5), run("smoothap", 0.064, 0.6)]
+    text = batch_size.tuning_text({"runs": runs, "batches": [64], "losses": ["ap", "smoothap"]})
+    assert "| ap | lr 0.016 (0.700) | 0 / 1 of 3 |" in text
+    assert "| smoothap | lr 0.064 (0.600) at an edge of the grid | 0 / 0 of 2 |" in text
