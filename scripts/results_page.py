@@ -125,7 +125,9 @@ def batch_size_table() -> str:
 
         return ("The final runs have not been made yet (`python -m experiments.batch_size` resumes the study); "
                 "its tuning phase ran:\n\n" + tuning_text(report) + "\n" + time_text(report["runs"]))
-    return report_text(report)
+    plot = EXP / "batch_size.png"
+    return report_text(report) + (f"\n![held-out MAP@R against the batch size, both budgets](../experiments/results/"
+                                  f"{plot.name})\n" if plot.is_file() else "")
 
 
 # --- AP_Q against the exact AP ------------------------------------------------------------------------
