@@ -8,7 +8,7 @@ that; held-out MAP@R of the 150 unseen classes. Losses: apl's AP_Q ("ap"), apl's
 ("smoothap") and PML's triplet loss with hard-negative mining in its batch form, the paper's
 baseline. Its first form, batch-hard mining ("triplet-hard": each anchor's farthest positive and
 closest negative), collapsed in tuning at B = 256 and 1024 for every rate and margin of the grid
-(its tuning records stay in the results), so the study's triplet is the semi-hard batch form that trains at every B
+(docs/losses.md#studies), so the study's triplet is the semi-hard batch form that trains at every B
 ("triplet-semihard": each anchor's closest positive and the closest negative farther than it).
 B = 64, 256, 1024, 4096.
 
