@@ -314,13 +314,15 @@ def report_text(report: dict) -> str:
             for b in batches:
                 rs = [r for r in runs if r["phase"] == "final" and r["loss"] == loss and r["batch_size"] == b
                       and r["budget"] == budget]
-                bad = [r for r in rs if r["status"] != "ok"]
-                if bad:
+                ok = [r for r in rs if r["status"] == "ok"]
+                diverged = [r for r in rs if r["status"] == "diverged"]
+                bad = [r for r in rs if r["status"] not in ("ok", "diverged")]
+                if bad:  # the batch could not be held (memory, time): no seed is a result
                     cells.append(f"cannot run ({bad[0]['status']}: {bad[0]['reason'][:80]})")
-                else:
-                    ok = [r["map@r"] for r in rs]
-                    step = statistics.fmean(r["step_s"] for r in rs) if rs else None
-                    cells.append(_mean_std(ok) + (f" ({step:.2f} s/step)" if step else ""))
+                    continue
+                step = statistics.fmean(r["step_s"] for r in ok) if ok else None
+                cells.append(_mean_std([r["map@r"] for r in ok]) + (f" ({step:.2f} s/step)" if step else "")
+                             + (f", {len(diverged)} of {len(rs)} seeds diverged" if diverged else ""))
             lines.append(f"| {loss} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines) + "\n" + tuning_text(report) + "\n" + time_text(runs)

@@ -130,3 +130,15 @@ def test_the_tuning_table_flags_a_rate_still_on_an_edge():
     text = batch_size.tuning_text({"runs": runs, "batches": [64], "losses": ["ap", "smoothap"]})
     assert "| ap | lr 0.016 (0.700) | 0 / 1 of 3 |" in text
     assert "| smoothap | lr 0.064 (0.600) at an edge of the grid | 0 / 0 of 2 |" in text
+
+
+def test_a_diverged_seed_is_counted_and_a_batch_that_cannot_be_held_is_said():
+    runs = _final("ap", 64, [0.5, 0.6]) + [{"phase": "final", "loss": "ap", "batch_size": 64, "budget": "steps",
+                                             "status": "diverged", "reason": "loss is nan"}]
+    runs += [{"phase": "final", "loss": "ap", "batch_size": 4096, "budget": "steps", "status": "memory",
+              "reason": "over the 12 GB address-space limit"}]
+    for r in runs:
+        r.setdefault("step_s", 0.5)
+    text = batch_size.report_text({"runs": runs, "batches": [64, 4096], "losses": ["ap"], "images": 1, "steps": 1,
+                                   "seeds": [0, 1, 2]})
+    assert "| ap | 0.550 ± 0.071 (0.50 s/step), 1 of 3 seeds diverged | cannot run (memory: over the 12 GB" in text
