@@ -108,15 +108,6 @@ def _triplet(x, y, margin=0.4):
     return torch.stack(terms).mean()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_triplet_equals_the_definition(seed):
-    x, y = _batch(B=16, seed=seed)
-    margin = SPECS["triplet"].defaults["triplet_margin"]
-    la, lb, ga, gb = _both(build_loss("triplet"), lambda e, t: _triplet(e, t, margin), x, y)
-    assert abs(la.item() - lb.item()) < 1e-10
-    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
-
-
 # --- triplet with hard-negative mining, batch form (Hermans et al., 2017) ------------------------
 
 def _triplet_hard(x, y, margin=0.2):
@@ -133,15 +124,6 @@ def _triplet_hard(x, y, margin=0.2):
         if v > 0:
             terms.append(v)
     return torch.stack(terms).mean()
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_triplet_hard_equals_the_definition(seed):
-    x, y = _batch(B=16, seed=seed)
-    margin = SPECS["triplet-hard"].defaults["triplet_margin"]
-    la, lb, ga, gb = _both(build_loss("triplet-hard"), lambda e, t: _triplet_hard(e, t, margin), x, y)
-    assert abs(la.item() - lb.item()) < 1e-10
-    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
 
 
 # --- triplet with semi-hard negatives, batch form (Xuan et al., 2020) -----------------------------
@@ -166,10 +148,12 @@ def _triplet_semihard(x, y, margin=0.2):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_triplet_semihard_equals_the_definition(seed):
+@pytest.mark.parametrize("name, definition", [("triplet", _triplet), ("triplet-hard", _triplet_hard),
+                                              ("triplet-semihard", _triplet_semihard)])
+def test_triplet_losses_equal_their_definitions(name, definition, seed):
     x, y = _batch(B=16, seed=seed)
-    margin = SPECS["triplet-semihard"].defaults["triplet_margin"]
-    la, lb, ga, gb = _both(build_loss("triplet-semihard"), lambda e, t: _triplet_semihard(e, t, margin), x, y)
+    margin = SPECS[name].defaults["triplet_margin"]
+    la, lb, ga, gb = _both(build_loss(name), lambda e, t: definition(e, t, margin), x, y)
     assert abs(la.item() - lb.item()) < 1e-10
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-9)
 
