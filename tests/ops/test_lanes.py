@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from apl.train.amp import cpu_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 CXX = shutil.which("g++") or shutil.which("c++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler on the PATH")
@@ -58,19 +60,9 @@ int main() {
 """
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 @pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512f"])
 def test_lanes_math_is_accurate(isa, tmp_path):
-    if isa != "baseline" and isa not in _cpu_flags():
+    if isa != "baseline" and isa not in (cpu_flags() or set()):
         pytest.skip(f"this CPU has no {isa}")
     (tmp_path / "t.cpp").write_text(PROGRAM)
     flags = [] if isa == "baseline" else [f"-m{isa}"]
