@@ -37,19 +37,25 @@ at::Tensor grad_or_zeros(const at::Tensor& grad_ap, int64_t n, const at::Tensor&
   return at::zeros({n}, like.options().dtype(at::kDouble));
 }
 
-// The unit-gradient strategy when the device provides it. APL_SCORES_STRATEGY=1 (read once)
-// forces the scores strategy that devices without it use, so that path is tested on CPU too.
-bool use_unit(const RowKernels& k) {
-  static const bool forced_off = [] {
+// APL_SCORES_STRATEGY=1 (read once) forces the scores strategy that devices without the
+// unit-gradient or packed kernels use, so that that path is tested on CPU too.
+bool scores_strategy_forced() {
+  static const bool forced = [] {
     const char* v = std::getenv("APL_SCORES_STRATEGY");
     return v != nullptr && std::strcmp(v, "") != 0 && std::strcmp(v, "0") != 0;
   }();
-  return k.forward_labels_unit != nullptr && k.symmetrize_unit != nullptr && !forced_off;
+  return forced;
 }
 
-// Rows per block of H in the self-retrieval backward: about 2^21 elements, reused for every block.
-int64_t symmetric_block_rows(int64_t B) {
-  return std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{1} << 21) / std::max<int64_t>(B, 1)));
+// The unit-gradient strategy (reference sets) when the device provides it.
+bool use_unit(const RowKernels& k) {
+  return k.forward_labels_unit != nullptr && !scores_strategy_forced();
+}
+
+// Self retrieval on the packed upper scores when the device provides it (the saved tensor is then
+// 1-D; apl/ops/compiled.py's fake kernel makes the same choice).
+bool use_packed(const RowKernels& k) {
+  return k.self_packed_forward != nullptr && k.self_packed_backward != nullptr && !scores_strategy_forced();
 }
 
 struct Forward {
@@ -82,10 +88,11 @@ ForwardOut ap_self_impl(const RowKernels& k, const at::Tensor& embeddings, const
   Forward out(B, num_bins, D);
   at::Tensor scores;
   if (chunk_size <= 0) {
-    scores = self_gram(D, k.mirror_upper);
-    if (use_unit(k)) {  // the saved (B, B) tensor becomes U = dAP / dS, in place
-      k.forward_labels_unit(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag, scores);
+    if (use_packed(k)) {
+      scores = self_gram_packed(D);
+      k.self_packed_forward(scores, lab, p, out.ap, out.npos, out.coef, out.flag);
     } else {
+      scores = self_gram(D, k.mirror_upper);
       k.forward_labels(scores, lab, lab, 0, p, out.ap, out.npos, out.coef, out.flag);
     }
   } else {
@@ -109,6 +116,7 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
   a.self = true;
   a.grad_ap = &grad_ap, a.x = &embeddings, a.labels = &labels, a.coef = &coef, a.saved = &scores;
   a.chunk_size = chunk_size, a.num_bins = num_bins, a.lo = lo, a.hi = hi;
+  a.saved_packed = use_packed(k);
   check_args(a);
   const int64_t B = embeddings.size(0);
   const auto D = embeddings.to(compute_dtype(embeddings)).contiguous();
@@ -116,22 +124,10 @@ at::Tensor ap_self_backward_impl(const RowKernels& k, const at::Tensor& grad_ap,
   const auto p = params(num_bins, lo, hi);
   at::Tensor dD;
   if (chunk_size <= 0) {
-    TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == B && scores.size(1) == B,
-                      "apl: ap_self_backward needs the saved (B, B) scores when chunk_size <= 0");
-    if (use_unit(k)) {
-      // dD = (G + G^T) D with G = diag(g) U, built one block of rows at a time in a reused buffer.
-      const auto U = scores.contiguous();
+    if (use_packed(k)) {
       const auto g = grad_or_zeros(grad_ap, B, D).to(D.scalar_type()).contiguous();
       dD = at::empty_like(D);
-      const int64_t rows = symmetric_block_rows(B);
-      auto buffer = at::empty({rows, B}, D.options());
-      for (int64_t r0 = 0; r0 < B; r0 += rows) {
-        const int64_t R = std::min(rows, B - r0);
-        auto H = buffer.narrow(0, 0, R);
-        k.symmetrize_unit(U, g, r0, H);
-        auto out = dD.narrow(0, r0, R);
-        at::mm_out(out, H, D);
-      }
+      k.self_packed_backward(scores.contiguous(), lab, coef.contiguous(), g, p, D, dD);
     } else {
       const auto slopes = make_slopes(coef, grad_or_zeros(grad_ap, B, D), p);
       auto H = at::empty_like(scores);

@@ -45,18 +45,14 @@ struct RowKernels {
   // so the non-finite check is skipped (documented).
   bool (*can_sync)();
 
-  // Optional (nullptr when a device does not provide them): the unit-gradient strategy.
-  // forward_labels_unit is forward_labels that also writes U_ij = dAP_i / dS_ij (the gradient for
-  // an upstream gradient of 1; 0 for the query itself and outside (lo, hi)) into U, which may
+  // Optional (nullptr when a device does not provide it): the unit-gradient strategy of reference
+  // sets. forward_labels_unit is forward_labels that also writes U_ij = dAP_i / dS_ij (the gradient
+  // for an upstream gradient of 1; 0 for the query itself and outside (lo, hi)) into U, which may
   // alias S: the row is still in cache, and backward never has to locate a score again.
   void (*forward_labels_unit)(const at::Tensor& S, const at::Tensor& q_labels,
                               const at::Tensor& x_labels, int64_t self_offset,
                               const BinParams& p, at::Tensor& ap, at::Tensor& npos,
                               at::Tensor& coef, at::Tensor& nonfinite, at::Tensor& U) = nullptr;
-  // Rows [r0, r0 + R) of G + G^T for G_ij = g_i U_ij, U square: H_ij = g_{r0+i} U_{r0+i,j} +
-  // g_j U_{j,r0+i}, with g in U's dtype and H (R, B).
-  void (*symmetrize_unit)(const at::Tensor& U, const at::Tensor& g, int64_t r0,
-                          at::Tensor& H) = nullptr;
 
   // Launch limits of the device, checked by the ops before anything is allocated: query rows per
   // row-kernel call, and B of backward_self_symmetric (self retrieval without streaming).
@@ -66,6 +62,17 @@ struct RowKernels {
   // Optional: the lower triangle of the self-retrieval scores from the upper one (gram.h); with it
   // the forward multiplies half of S = D D^T.
   MirrorFn mirror_upper = nullptr;
+
+  // Optional: self retrieval without streaming from the packed upper block rows P of S
+  // (packed_upper.h; self_gram_packed), which then is the tensor saved for backward. Forward is
+  // forward_labels on the rows of S; backward writes dD = (G + G^T) D for G = diag(g) dAP/dS, with
+  // g in D's dtype.
+  void (*self_packed_forward)(const at::Tensor& P, const at::Tensor& labels, const BinParams& p,
+                              at::Tensor& ap, at::Tensor& npos, at::Tensor& coef,
+                              at::Tensor& nonfinite) = nullptr;
+  void (*self_packed_backward)(const at::Tensor& P, const at::Tensor& labels, const at::Tensor& coef,
+                               const at::Tensor& g, const BinParams& p, const at::Tensor& D,
+                               at::Tensor& dD) = nullptr;
 };
 
 using ForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;

@@ -1,4 +1,5 @@
 #include "gram.h"
+#include "packed_upper.h"
 
 #include <algorithm>
 
@@ -19,6 +20,16 @@ at::Tensor self_gram(const at::Tensor& D, MirrorFn mirror) {
   }
   mirror(S);
   return S;
+}
+
+at::Tensor self_gram_packed(const at::Tensor& D) {
+  const PackedUpper L{D.size(0)};
+  auto P = at::empty({L.numel()}, D.options());
+  for (int64_t I = 0; I < L.blocks(); ++I) {
+    auto out = P.narrow(0, L.offset(I), L.rows(I) * L.width(I)).view({L.rows(I), L.width(I)});
+    at::mm_out(out, D.narrow(0, L.first_row(I), L.rows(I)), D.narrow(0, L.first_row(I), L.width(I)).t());
+  }
+  return P;
 }
 
 }  // namespace apl

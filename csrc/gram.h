@@ -15,4 +15,8 @@ at::Tensor self_gram(const at::Tensor& D, MirrorFn mirror);
 
 constexpr int64_t kSymmetricMinRows = 512;
 
+// The packed upper block rows of S = D D^T (packed_upper.h) as a 1-D tensor: each block row
+// S[I, i0:] is one GEMM, half the flops of the full product and nothing mirrored.
+at::Tensor self_gram_packed(const at::Tensor& D);
+
 }  // namespace apl

@@ -1,5 +1,6 @@
 // Argument checks of every apl op (see op_args.h).
 #include "op_args.h"
+#include "packed_upper.h"
 
 #include <algorithm>
 #include <cmath>
@@ -125,9 +126,16 @@ void check_args(const OpArgs& a) {
   }
   if (a.saved != nullptr && a.chunk_size <= 0) {
     const at::Tensor& s = *a.saved;
-    TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == B && s.size(1) == N, "apl: ", a.op, ": ", a.saved_name,
-                      " must be the (", B, ", ", N, ") tensor saved by the forward when ",
-                      "chunk_size <= 0, got ", s.sizes());
+    if (a.saved_packed) {
+      const int64_t n = PackedUpper{B}.numel();
+      TORCH_CHECK_VALUE(s.dim() == 1 && s.size(0) == n, "apl: ", a.op, ": ", a.saved_name,
+                        " must be the (", n, ",) packed upper scores saved by the forward when ",
+                        "chunk_size <= 0 (B = ", B, "), got ", s.sizes());
+    } else {
+      TORCH_CHECK_VALUE(s.dim() == 2 && s.size(0) == B && s.size(1) == N, "apl: ", a.op, ": ",
+                        a.saved_name, " must be the (", B, ", ", N, ") tensor saved by the forward when ",
+                        "chunk_size <= 0, got ", s.sizes());
+    }
     TORCH_CHECK_TYPE(s.scalar_type() == compute_dtype(x), "apl: ", a.op, ": ", a.saved_name, " must be ",
                      compute_dtype(x), " (the forward's compute dtype), got ", s.scalar_type());
     check_on(a, s, a.saved_name);

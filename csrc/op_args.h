@@ -34,6 +34,7 @@ struct OpArgs {
   const at::Tensor* coef = nullptr;        // (B, 2, num_bins) float64
   const at::Tensor* saved = nullptr;       // (B, N) in the compute dtype when chunk_size <= 0
   const char* saved_name = "scores";
+  bool saved_packed = false;               // ap_self_backward: the packed upper scores (packed_upper.h)
   int64_t chunk_size = 0;
   bool self = false;                       // self retrieval (ap_self, ap_self_backward)
   int64_t self_offset = -1;                // ap_ref*: queries are rows [o, o + B) of refs, or -1

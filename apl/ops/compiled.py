@@ -10,6 +10,8 @@ cost (one (B, N, M) pass, no streaming).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from . import reference, reference_rank
@@ -36,6 +38,24 @@ def _acc(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# The CPU kernels keep S's packed upper block rows for a self-retrieval backward (csrc/packed_upper.h),
+# unless APL_SCORES_STRATEGY forces the scores strategy (csrc/ap_ops.cpp; read once, as there).
+_PACKED_ROWS = 256
+_SCORES_FORCED = os.environ.get("APL_SCORES_STRATEGY", "") not in ("", "0")
+
+
+def packed_upper_numel(B: int) -> int:
+    """Values in the packed upper block rows of a (B, B) symmetric matrix: block row I (rows
+    [256 I, 256 I + 256)) keeps its columns from 256 I on."""
+    return sum(min(_PACKED_ROWS, B - i0) * (B - i0) for i0 in range(0, B, _PACKED_ROWS))
+
+
+def _self_saved_shape(x: torch.Tensor, B: int, chunk_size: int) -> tuple:
+    if chunk_size > 0:
+        return (0,)
+    return (packed_upper_numel(B),) if x.device.type == "cpu" and not _SCORES_FORCED else (B, B)
+
+
 def _forward_fakes(x: torch.Tensor, B: int, N: int, M: int, chunk_size: int, with_scores: bool):
     dt = _acc(x.dtype)
     out = (
@@ -53,7 +73,8 @@ if _C is not None:
     @torch.library.register_fake("apl::ap_self")
     def _(embeddings, labels, num_bins, lo, hi, variant, chunk_size):
         B = embeddings.shape[0]
-        return _forward_fakes(embeddings, B, B, num_bins, chunk_size, True)
+        fakes = _forward_fakes(embeddings, B, B, num_bins, chunk_size, False)
+        return fakes + (embeddings.new_empty(_self_saved_shape(embeddings, B, chunk_size), dtype=fakes[0].dtype),)
 
     @torch.library.register_fake("apl::ap_self_backward")
     def _(grad_ap, embeddings, labels, coef, scores, num_bins, lo, hi, chunk_size):

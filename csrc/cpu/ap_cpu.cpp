@@ -13,8 +13,8 @@
 #include "../ap_math.h"
 #include "../ap_ops.h"
 #include "../device_ops.h"
+#include "ap_self_packed.h"
 #include "mirror.h"
-#include "symmetrize.h"
 
 namespace apl {
 namespace {
@@ -331,10 +331,10 @@ void backward_self_symmetric(const at::Tensor& S, const at::Tensor& labels,
 
 bool always_sync() { return true; }
 
-const RowKernels kCpuKernels{forward_labels,      forward_mask,       backward_labels,
-                             backward_mask,       backward_self_symmetric, always_sync,
-                             forward_labels_unit, symmetrize_unit,   INT64_MAX,
-                             INT64_MAX,           mirror_upper};
+const RowKernels kCpuKernels{forward_labels,       forward_mask,       backward_labels,
+                             backward_mask,        backward_self_symmetric, always_sync,
+                             forward_labels_unit,  INT64_MAX,          INT64_MAX,
+                             mirror_upper,         self_packed_forward, self_packed_backward};
 
 }  // namespace
 

@@ -190,7 +190,6 @@ const RowKernels kCudaKernels{forward_labels,
                               backward_self_symmetric,
                               can_sync,
                               nullptr,
-                              nullptr,
                               apl::cuda::max_rows(),
                               apl::cuda::max_symmetric_batch()};
 

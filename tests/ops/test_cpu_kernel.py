@@ -1,6 +1,6 @@
-"""The CPU kernel's own strategies: the unit-gradient path it runs by default against the scores
-path other devices run (forced with APL_SCORES_STRATEGY=1), and row kernels whose outputs do not
-depend on the number of threads."""
+"""The CPU kernel's own strategies: the ones it runs by default (packed upper scores for self
+retrieval, the unit gradient for reference sets) against the scores path other devices run (forced
+with APL_SCORES_STRATEGY=1), and row kernels whose outputs do not depend on the number of threads."""
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +13,7 @@ pytestmark = needs_cpu_kernel
 
 
 def test_scores_strategy_matches_the_reference():
-    """Devices without the unit-gradient kernels (CUDA today) keep the scores for backward;
+    """Devices without the packed and unit-gradient kernels (CUDA today) keep the scores for backward;
     APL_SCORES_STRATEGY=1 runs that path on CPU, in a fresh process (the switch is read once)."""
     code = (
         "import torch, apl\n"
@@ -34,8 +34,10 @@ def test_scores_strategy_matches_the_reference():
         "print('ok')\n"
     )
     x, y = unit_rows(37, 6, torch.float32, seed=1), random_labels(37, 4, seed=1)
-    saved = torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)[3]  # this process: U = dAP/dS
-    assert saved.diagonal().abs().max() == 0 and not torch.allclose(saved, x @ x.t())
+    saved = torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)[3]  # this process: packed upper scores
+    assert saved.dim() == 1
+    saved = torch.ops.apl.ap_ref(x, y, x, y, 20, -1.0, 1.0, 0, 0)[3]  # and U = dAP/dS for a reference set
+    assert not torch.allclose(saved, x @ x.t())
     env = dict(__import__("os").environ, APL_SCORES_STRATEGY="1", PYTHONPATH=str(Path(__file__).parents[1]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -76,7 +76,9 @@ _BAD = [
     ("coef", lambda v: v[:, :, :-1], ValueError, rf"coef must have shape \({B}, 2, {M}\)"),
     ("coef", lambda v: v[:-1], ValueError, rf"coef must have shape \({B}, 2, {M}\)"),
     ("coef", lambda v: v.float(), TypeError, r"coef must be float64, got Float"),
-    ("scores@saved", lambda v: v[:, :-1], ValueError, r"scores must be the \(6, \d+\) tensor saved by the forward"),
+    # a (B, N) tensor, or on CPU the 1-D packed upper scores of ap_self (csrc/packed_upper.h)
+    ("scores@saved", lambda v: v[..., :-1], ValueError,
+     r"scores must be the \((6, \d+|\d+,)\) (tensor|packed upper scores) saved by the forward"),
     ("scores@saved", lambda v: v.float(), TypeError, r"scores must be Double \(the forward's compute dtype\)"),
     # the rank ops: their loss and parameters; their backward's U is checked as "scores" (the saved tensor)
     ("kind", lambda v: 2, ValueError, r"unknown loss kind 2 \(0: Smooth-AP, 1: Recall@k\)"),
