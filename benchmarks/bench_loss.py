@@ -7,7 +7,9 @@
 Methods (self-retrieval, every image a query against the others, M = 20, float32):
   gemm        the GEMM lower bound: S = D D^T and (B x B) @ D, the two products any
               implementation needs, timed in the same run
-  cpu         the fused compiled kernel (apl, backend="cpu")
+  cpu_ops     the fused kernel's two ops called directly (torch.ops.apl.ap_self and its backward)
+  cpu         the fused compiled kernel through the loss module (apl.APLoss, backend="cpu"): the ops,
+              the unit-norm check and autograd
   cpu_stream  the same, streaming blocks of --chunk queries (nothing of size B x B kept)
   torch       the pure-PyTorch reference (apl.reference)
   naive       the paper-style formulation materialising the B x N x M soft assignment
@@ -27,7 +29,7 @@ from .harness import machine, run_worker, time_and_peak
 from .steps import make_step
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("gemm", "cpu", "cpu_stream", "torch", "naive")
+METHODS = ("gemm", "cpu_ops", "cpu", "cpu_stream", "torch", "naive")
 
 
 def worker(method: str, B: int, D: int, repeats: int, chunk: int) -> dict:

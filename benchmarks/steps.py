@@ -9,7 +9,8 @@ def make_step(method: str, x, y, chunk: int) -> Callable[[], object]:
 
     "gemm": the lower bound, S = D D^T then a (B x B) @ (B x D) product (S stands for H: same
     shapes, same cost). "naive": the paper-style B x N x M formulation (naive_ap.py). Otherwise
-    an apl backend ("cpu", "cuda", "torch"), with "_stream" appended for chunk_size=chunk.
+    an apl backend ("cpu", "cuda", "torch"), with "_stream" appended for chunk_size=chunk, or "_ops"
+    for the backend's two compiled ops called directly (what the loss costs beyond them is the module's).
     """
     if method == "gemm":
         xd = x.detach()
@@ -19,6 +20,18 @@ def make_step(method: str, x, y, chunk: int) -> Callable[[], object]:
             return S @ xd
 
         return gemm
+    if method.endswith("_ops"):  # the two compiled ops alone: no unit-norm check, no autograd, no Python loss
+        import torch
+
+        import apl.ops.extension  # noqa: F401  (loads the compiled ops)
+
+        xd, g = x.detach(), torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+
+        def ops():
+            _, _, coef, saved = torch.ops.apl.ap_self(xd, y, 20, -1.0, 1.0, 0, 0)
+            return torch.ops.apl.ap_self_backward(g, xd, y, coef, saved, 20, -1.0, 1.0, 0)
+
+        return ops
     if method == "naive":
         from .naive_ap import naive_ap_loss
 

@@ -7,8 +7,9 @@
 TORCH_LIBRARY(apl, m) {
   // Self retrieval: every row of `embeddings` is a query against all the other rows.
   // Returns per-query AP, positive counts, per-bin coefficients (B, 2, M) and, when
-  // chunk_size <= 0, the (B, B) tensor kept for backward: the scores, or U = dAP/dS on devices
-  // with the unit-gradient strategy (csrc/ap_ops.h); an empty tensor when streaming.
+  // chunk_size <= 0, the tensor kept for backward: the (B, B) scores, or on devices with the
+  // packed kernels (CPU) the 1-D packed upper block rows of the scores (csrc/packed_upper.h); an
+  // empty tensor when streaming.
   m.def("ap_self(Tensor embeddings, Tensor labels, int num_bins, float lo, float hi, int variant, "
         "int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("ap_self_backward(Tensor grad_ap, Tensor embeddings, Tensor labels, Tensor coef, "

@@ -45,12 +45,12 @@ def test_quantized_ap_approaches_the_exact_ap_as_bins_grow():
 
 @needs_cpu_kernel
 def test_bench_loss_quick_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_loss", "--quick", "--methods", "gemm,cpu,cpu_stream,naive",
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_loss", "--quick", "--methods", "gemm,cpu_ops,cpu,cpu_stream,naive",
                         "--repeats", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "bench_loss_cpu_quick.json").read_text())
     rows = data["rows"]
-    assert {(row["method"], row["B"]) for row in rows} == {(m, B) for m in ("gemm", "cpu", "cpu_stream", "naive") for B in (256, 512)}
+    assert {(row["method"], row["B"]) for row in rows} == {(m, B) for m in ("gemm", "cpu_ops", "cpu", "cpu_stream", "naive") for B in (256, 512)}
     assert all(row["time_s"] > 0 for row in rows), rows
     assert (tmp_path / "bench_loss_cpu_quick.png").stat().st_size > 1000
     assert "| 512 | 512 |" in r.stdout
