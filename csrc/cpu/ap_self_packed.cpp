@@ -50,10 +50,8 @@ void transposed_tile(const T* p, const PackedUpper& L, int64_t J, int64_t R, T* 
   }
 }
 
-// Where each score falls, t = (hi - clamp(s)) / Delta in [0, M - 1], computed exactly as
-// locate_into does (in T), into doubles; returns whether every score was finite.
-// Where each score falls, t = (hi - clamp(s)) / Delta in [0, M - 1], computed exactly as
-// locate_into does (in T), into doubles; returns whether every score was finite.
+// Where a score falls, t = (hi - clamp(s)) / Delta in [0, M - 1], computed exactly as locate_into
+// does (in T).
 template <typename T>
 __attribute__((always_inline)) inline T position(T v, const Bins<T>& b) {
   T sc = v < b.lo ? b.lo : v;
@@ -62,8 +60,9 @@ __attribute__((always_inline)) inline T position(T v, const Bins<T>& b) {
   x = (x >= T(0)) ? x : T(0);  // NaN lands at 0, as in locate_into
   return (x <= b.tmax) ? x : b.tmax;
 }
-// V: kLanes values of T (lanes.h), written out with vector operations (the compiler does not
-// vectorise the scalar loop's selects).
+// The positions of s[0..n) into t, and whether every score was finite. V: kLanes values of T
+// (lanes.h), written out with vector operations (the compiler does not vectorise the scalar
+// loop's selects).
 template <typename T, typename V>
 __attribute__((always_inline)) inline bool positions(const T* s, int64_t n, const Bins<T>& b, double* t) {
   constexpr T kMax = std::numeric_limits<T>::max();
@@ -208,12 +207,12 @@ void forward_packed(const at::Tensor& P, const at::Tensor& labels, const BinPara
   });
 }
 
+typedef int32_t Int32s __attribute__((vector_size(lanes::kLanes * sizeof(int32_t))));
+
 // o[k] = H_rj = g_r U_rj + g_j U_jr for the scores s[k] = S_rj of one row r and n items j: U_rj and
 // U_jr are the same entry e of rows r's and j's derivative tables (tr, and tj + k * E), since
 // S_jr = S_rj and relevance is symmetric; e = m (a negative), M - 1 + m (a positive) or the zero
 // entry 2 (M - 1) where the score has no gradient, located exactly as locate_into does.
-typedef int32_t Int32s __attribute__((vector_size(lanes::kLanes * sizeof(int32_t))));
-
 template <typename T, typename V>
 __attribute__((always_inline)) inline void h_row_body(const T* __restrict s, int64_t n, const Bins<T>& b,
                                                       const int64_t* __restrict lab, int64_t lr, T gr,
