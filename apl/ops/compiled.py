@@ -44,10 +44,15 @@ _PACKED_ROWS = 256
 _SCORES_FORCED = os.environ.get("APL_SCORES_STRATEGY", "") not in ("", "0")
 
 
-def packed_upper_numel(B: int) -> int:
+def packed_upper_numel(B):
     """Values in the packed upper block rows of a (B, B) symmetric matrix: block row I (rows
-    [256 I, 256 I + 256)) keeps its columns from 256 I on."""
-    return sum(min(_PACKED_ROWS, B - i0) * (B - i0) for i0 in range(0, B, _PACKED_ROWS))
+    [256 I, 256 I + 256)) keeps its columns from 256 I on. In closed form, so that a symbolic B
+    (torch.compile with dynamic shapes) stays symbolic: the full block rows, then the last one,
+    whose rows and columns are the same in number."""
+    K = _PACKED_ROWS
+    full = (B + K - 1) // K - 1
+    last = B - K * full
+    return K * (full * B - K * (full * (full - 1) // 2)) + last * last
 
 
 def _self_saved_shape(x: torch.Tensor, B: int, chunk_size: int) -> tuple:

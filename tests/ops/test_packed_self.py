@@ -22,7 +22,7 @@ def _packed_from_full(S: torch.Tensor, rows: int = 256) -> torch.Tensor:
 def test_the_saved_tensor_is_the_packed_upper_block_rows_of_s(B):
     x, y = unit_rows(B, 16, torch.float64, seed=B), random_labels(B, 7, seed=B)
     saved = torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)[3]
-    assert saved.shape == (packed_upper_numel(B),)
+    assert saved.shape == (packed_upper_numel(B),) == (sum(min(256, B - i) * (B - i) for i in range(0, B, 256)),)
     torch.testing.assert_close(saved, _packed_from_full(x @ x.t()), rtol=0, atol=1e-12)
     assert saved.numel() <= B * B / 2 + 128 * B
 
@@ -63,3 +63,26 @@ def test_rows_spanning_several_block_rows_equal_the_reference(case, variant, dty
     got.backward(), want.backward()
     torch.testing.assert_close(got, want, rtol=0, atol=tol)
     torch.testing.assert_close(got_x.grad, want_x.grad, rtol=0, atol=tol * max(1.0, float(want_x.grad.abs().max())))
+
+
+def test_a_dynamic_batch_size_compiles_once():
+    """The fake kernel gives the saved tensor's size in closed form of B, so under dynamic shapes one
+    graph serves every batch size (a Python loop over B's blocks specialised B: a graph per size)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    loss = apl.APLoss(num_bins=20, backend="cpu")
+    step = torch.compile(lambda x, y: loss(x, y), backend="aot_eager", dynamic=True, fullgraph=True)
+    for B in (300, 520, 700):
+        x, y = unit_rows(B, 16, torch.float32, seed=B).requires_grad_(), random_labels(B, 30, seed=B)
+        got = step(x, y)
+        got.backward()
+        want_x = x.detach().clone().requires_grad_()
+        want = loss(want_x, y)
+        want.backward()
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(x.grad, want_x.grad)
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
