@@ -35,6 +35,7 @@
 #include "../rank_ops.h"
 #include "lanes.h"
 #include "mirror.h"
+#include "row_io.h"
 #include "symmetrize.h"
 
 namespace apl {
@@ -81,12 +82,14 @@ WindowUse window_use() {
 // per-positive ranges [lo, hi) and counts above them are set.
 struct Row {
   std::vector<double> s, w, p, E, grad, out;
-  std::vector<int64_t> pos, order, lo, hi, pos_prefix, bucket, start, next;
+  std::vector<int64_t> pos, columns, order, lo, hi, pos_prefix, bucket, start, next;
   std::vector<double> T, TP, a, b, G, GP, sums, above, above_pos, tmp, keys, R;
   std::vector<double> lanes;  // the item-major passes' per-positive partial sums, kLanes each
+  std::vector<double> Q, scaled_a, scaled_b;  // the item-major passes' sigmoids; a / tau, b / tau
+  const double* result = nullptr;  // d value / d s per column, after row_value_and_gradient
   void resize(int64_t n, int64_t nk) {
     s.resize(n), w.resize(n), p.resize(n), E.resize(n), grad.resize(n), out.resize(n), tmp.resize(n);
-    order.resize(n), pos_prefix.resize(n + 1);
+    order.resize(n), columns.resize(n), pos_prefix.resize(n + 1);
     sums.resize(std::max<int64_t>(nk, 1));
   }
   // Groups the items (w != 0) by score into buckets of `width` (at least 1/kBuckets of the window's
@@ -147,50 +150,54 @@ struct Row {
 // refined in double) and a vectorised exp for the keys; vectorising the loops alone changed nothing
 // measurable.
 
-// The shared path's keys of a row: E_j = exp((s_j - hi) / tau) and R_j = 1 / E_j = exp((hi - s_j) / tau)
-// for the items (w_j = 1, within 700 tau of hi), 0 for a column left out (w_j = 0), which may lie
-// anywhere (its exponent is clamped before the exp, then multiplied by 0). R is used by the item-major
-// passes only (rows sorted for the window compute it for nothing; that cost was not measured apart).
+// The shared path's keys of a row, one exponential per item: with x_j = (s_j - hi) / tau (clamped to
+// [-708, 708]), either E_j = w_j exp(x_j) (the positive-major loops) or R_j = w_j exp(-x_j) = 1 / E_j
+// (the item-major passes, which need E only at the positives). A column left out (w_j = 0) may lie
+// anywhere: its exponent is clamped before the exp, then multiplied by 0.
 APL_SIMD_CLONES
-void shared_keys(const double* s, const double* w, int64_t n, double hi, double tau, double* E, double* R) {
+void shared_keys(const double* s, const double* w, int64_t n, double hi, double tau, double sign, double* out) {
   for (int64_t j = 0; j < n; j += kLanes) {
     const int64_t left = n - j;
-    const Lanes wj = load_lanes(w + j, left);
-    Lanes x = (load_lanes(s + j, left) - hi) / tau;
+    Lanes x = sign * (load_lanes(s + j, left) - hi) / tau;
     x = x < -708.0 ? Lanes{} - 708.0 : (x > 708.0 ? Lanes{} + 708.0 : x);
-    store_lanes(E + j, wj * exp_lanes(x), left);
-    store_lanes(R + j, wj * exp_lanes(-x), left);
+    store_lanes(out + j, load_lanes(w + j, left) * exp_lanes(x), left);
   }
 }
 
 // Pass 1: acc[2k] += w_j q_jk and acc[2k + 1] += p_j q_jk over the m items, with
 // q_jk = E_j / (E_j + E_k) = 1 / (1 + E_k R_j), R_j = 1 / E_j (0 where w_j = 0: there q = 1 and
-// w = p = 0; a padded item likewise adds 0), for the P positives' keys Ek.
+// w = p = 0; a padded item likewise adds 0), for the P positives' keys Ek. Every q is kept in Q
+// (block of items b, positive k at Q[(b P + k) kLanes]) for pass 2: P x m doubles, in L2 for
+// P <= kItemMajorPositives, and read back in the order they were written.
 APL_SIMD_CLONES
 void item_major_sums(const double* R, const double* w, const double* p, int64_t m, const double* Ek, int64_t P,
-                     double* acc) {
+                     double* acc, double* Q) {
   for (int64_t j = 0; j < m; j += kLanes) {
     const Lanes rj = load_lanes(R + j, m - j), wj = load_lanes(w + j, m - j), pj = load_lanes(p + j, m - j);
+    double* qj = Q + (j / kLanes) * P * kLanes;
     for (int64_t k = 0; k < P; ++k) {
       const Lanes q = reciprocal(1.0 + Ek[k] * rj);
+      store_lanes(qj + k * kLanes, q, kLanes);
       add_lanes(acc + 2 * k * kLanes, wj * q);
       add_lanes(acc + (2 * k + 1) * kLanes, pj * q);
     }
   }
 }
 
-// Pass 2: grad_j = sum_k g_jk (a_k + p_j b_k) with the slope g_jk = w_j q_jk (1 - q_jk) / tau, where
-// 1 - q_jk = E_k R_j q_jk (no cancellation near q = 1); acc[2k] += g_jk and acc[2k + 1] += p_j g_jk.
+// Pass 2: tau times the slopes, g_jk = q_jk (1 - q_jk) with 1 - q_jk = E_k R_j q_jk (no cancellation
+// near q = 1), from pass 1's q: grad_j = sum_k g_jk (a_k + p_j b_k), acc[2k] += g_jk and
+// acc[2k + 1] += p_j g_jk (the caller divides by tau). No w_j factor: R_j = 0 where w_j = 0, and
+// so is g.
 APL_SIMD_CLONES
-void item_major_slopes(const double* R, const double* w, const double* p, int64_t m, const double* Ek,
-                       const double* a, const double* b, int64_t P, double inv_tau, double* grad, double* acc) {
+void item_major_slopes(const double* R, const double* p, int64_t m, const double* Ek, const double* a,
+                       const double* b, int64_t P, const double* Q, double* grad, double* acc) {
   for (int64_t j = 0; j < m; j += kLanes) {
-    const Lanes rj = load_lanes(R + j, m - j), wj = load_lanes(w + j, m - j), pj = load_lanes(p + j, m - j);
+    const Lanes rj = load_lanes(R + j, m - j), pj = load_lanes(p + j, m - j);
+    const double* qj = Q + (j / kLanes) * P * kLanes;
     Lanes gr = {};
     for (int64_t k = 0; k < P; ++k) {
-      const Lanes ratio = Ek[k] * rj;
-      const Lanes q = reciprocal(1.0 + ratio);
-      const Lanes g = wj * ((q * q) * ratio * inv_tau);
+      const Lanes q = load_lanes(qj + k * kLanes, kLanes);
+      const Lanes g = (q * q) * (Ek[k] * rj);
       gr += g * (a[k] + pj * b[k]);
       add_lanes(acc + 2 * k * kLanes, g);
       add_lanes(acc + (2 * k + 1) * kLanes, pj * g);
@@ -217,25 +224,28 @@ struct Pair {
 };
 
 // Sums over the items for every positive (pass 1), the value and coefficients, then the gradient
-// (pass 2). Returns the value; r.grad holds d value / d s_j.
+// (pass 2). Returns the value; r.result points to d value / d s_j for the n columns.
 double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUse use) {
   const int64_t P = static_cast<int64_t>(r.pos.size());
   r.T.assign(P, 0.0), r.TP.assign(P, 0.0), r.a.assign(P, 0.0), r.b.assign(P, 0.0);
   r.G.assign(P, 0.0), r.GP.assign(P, 0.0);
-  std::fill(r.out.begin(), r.out.begin() + n, 0.0);
-  if (P == 0) return 0.0;
-  double hi = -std::numeric_limits<double>::infinity(), lo = std::numeric_limits<double>::infinity();
-  for (int64_t j = 0; j < n; ++j) {
-    if (r.w[j] != 0.0) hi = std::max(hi, r.s[j]), lo = std::min(lo, r.s[j]);
+  if (P == 0) {
+    std::fill(r.grad.begin(), r.grad.begin() + n, 0.0);
+    r.result = r.grad.data();
+    return 0.0;
   }
+  double lo, hi;
+  row_io::item_range(r.s.data(), r.w.data(), n, &lo, &hi);
   const double tau = prm.temperature;
   const Pair pair{(hi - lo) / tau <= kMaxSpread, tau};
   const bool window = use == WindowUse::kAlways ||
                       (use == WindowUse::kAuto && P >= kWindowMinPositives && (hi - lo) / tau > kWindow);
   const bool item_major = pair.shared && !window && P <= kItemMajorPositives;
-  if (pair.shared) {  // the query's own column, when left out, may lie far above the items: E = 0 there
+  if (item_major) {  // R for every item, E at the positives (w = 1 there)
     r.R.resize(n);
-    shared_keys(r.s.data(), r.w.data(), n, hi, tau, r.E.data(), r.R.data());
+    shared_keys(r.s.data(), r.w.data(), n, hi, tau, -1.0, r.R.data());
+  } else if (pair.shared) {  // the query's own column, when left out, may lie far above the items: E = 0 there
+    shared_keys(r.s.data(), r.w.data(), n, hi, tau, 1.0, r.E.data());
   }
   int64_t m = n;  // columns of the arrays below: all of them, or the sorted items
   if (window) {  // buckets a kBuckets-th of the window's half-width wide, at most 4 per item
@@ -245,14 +255,15 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   } else {
     r.full_windows(n);
   }
-  std::fill(r.grad.begin(), r.grad.begin() + m, 0.0);
+  if (!item_major) std::fill(r.grad.begin(), r.grad.begin() + m, 0.0);  // item-major pass 2 writes it whole
   const double* w = r.w.data();
   const double* p = r.p.data();
   if (item_major) {  // pass 1, item-major: T_i, TP_i (the j = i term, 1/2, is taken out after)
     r.keys.resize(P);
-    for (int64_t k = 0; k < P; ++k) r.keys[k] = r.E[r.pos[k]];
+    for (int64_t k = 0; k < P; ++k) r.keys[k] = std::exp(std::max(-708.0, (r.s[r.pos[k]] - hi) / tau));
     r.lanes.assign(2 * P * kLanes, 0.0);
-    item_major_sums(r.R.data(), w, p, m, r.keys.data(), P, r.lanes.data());
+    r.Q.resize(((m + kLanes - 1) / kLanes) * P * kLanes);
+    item_major_sums(r.R.data(), w, p, m, r.keys.data(), P, r.lanes.data(), r.Q.data());
     for (int64_t k = 0; k < P; ++k) {
       r.T[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) - 0.5;
       r.TP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) - 0.5;
@@ -289,13 +300,16 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   double* grad = r.grad.data();
   const double self = 0.25 / tau;  // the j = i term of a slope sum
   if (item_major) {  // pass 2, item-major
+    const double inv_tau = 1.0 / tau;
     r.lanes.assign(2 * P * kLanes, 0.0);
-    item_major_slopes(r.R.data(), w, p, m, r.keys.data(), r.a.data(), r.b.data(), P, 1.0 / tau, grad,
+    r.scaled_a.resize(P), r.scaled_b.resize(P);
+    for (int64_t k = 0; k < P; ++k) r.scaled_a[k] = r.a[k] * inv_tau, r.scaled_b[k] = r.b[k] * inv_tau;
+    item_major_slopes(r.R.data(), p, m, r.keys.data(), r.scaled_a.data(), r.scaled_b.data(), P, r.Q.data(), grad,
                       r.lanes.data());
     for (int64_t k = 0; k < P; ++k) {
       grad[r.pos[k]] -= self * (r.a[k] + r.b[k]);
-      r.G[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) - self;
-      r.GP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) - self;
+      r.G[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) * inv_tau - self;
+      r.GP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) * inv_tau - self;
     }
   }
   for (int64_t k = 0; k < P && !item_major; ++k) {  // pass 2: sum_i g_mi (a_i + p_m b_i), and G_i, GP_i
@@ -325,10 +339,11 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     r.GP[k] = g_pos - self;
   }
   for (int64_t k = 0; k < P; ++k) grad[r.pos[k]] -= r.a[k] * r.G[k] + r.b[k] * r.GP[k];
+  r.result = grad;
   if (window) {  // back to the columns' order (a column left out of the ranking keeps 0)
+    std::fill(r.out.begin(), r.out.begin() + n, 0.0);
     for (int64_t k = 0; k < m; ++k) r.out[r.order[k]] = grad[k];
-  } else {
-    std::copy(r.grad.begin(), r.grad.begin() + n, r.out.begin());
+    r.result = r.out.data();
   }
   return value;
 }
@@ -339,10 +354,7 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
 // factor g ~ 1/B the backward multiplies by) are stored as 0: about 1e-31 in float, far below any
 // term that can move a float gradient.
 template <typename T>
-inline T flushed(double v) {
-  constexpr double kFloor = static_cast<double>(std::numeric_limits<T>::min()) * 16777216.0;
-  return std::fabs(v) < kFloor ? T(0) : static_cast<T>(v);
-}
+constexpr double kFlushFloor = static_cast<double>(std::numeric_limits<T>::min()) * 16777216.0;
 
 // Rows per parallel task: about 32k score elements (the work per element is P times that of AP).
 inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(N, 1)); }
@@ -366,18 +378,16 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
       const T* src = s + r * N;
       const int64_t self = self_offset >= 0 ? self_offset + r : -1;
       const int64_t label = ql[r];
-      bool finite = true;
-      row.pos.clear();
-      for (int64_t j = 0; j < N; ++j) {
-        const double v = static_cast<double>(src[j]);
-        finite &= std::isfinite(v);
-        row.s[j] = v;
-        const bool is_self = j == self;
-        const bool item = !(is_self && prm.query_mode == rank::kExcluded);
-        const bool positive = item && xl[j] == label && !(is_self && prm.query_mode == rank::kItemOnly);
-        row.w[j] = item ? 1.0 : 0.0;
-        row.p[j] = positive ? 1.0 : 0.0;
-        if (positive) row.pos.push_back(j);
+      const bool finite = row_io::widen_row(src, N, row.s.data());
+      const int64_t P = row_io::mark_class(xl, N, label, row.w.data(), row.p.data(), row.columns.data());
+      row.pos.assign(row.columns.begin(), row.columns.begin() + P);
+      if (self >= 0 && self < N) {  // the query's own column, as query_mode says
+        const bool item = prm.query_mode != rank::kExcluded;
+        row.w[self] = item ? 1.0 : 0.0;
+        if (row.p[self] != 0.0 && !(item && prm.query_mode != rank::kItemOnly)) {
+          row.p[self] = 0.0;
+          row.pos.erase(std::find(row.pos.begin(), row.pos.end(), self));
+        }
       }
       if (!finite) {
         __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
@@ -385,8 +395,7 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
       }
       val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use));
       np[r] = static_cast<int64_t>(row.pos.size());
-      T* dst = u + r * N;
-      for (int64_t j = 0; j < N; ++j) dst[j] = flushed<T>(row.out[j]);
+      row_io::narrow_row(row.result, N, kFlushFloor<T>, u + r * N);
     }
   });
 }
