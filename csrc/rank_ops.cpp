@@ -103,17 +103,9 @@ at::Tensor rank_self_backward_impl(const RankKernels& k, const at::Tensor& grad_
   at::Tensor dD;
   if (chunk_size <= 0) {
     const auto U = saved.contiguous();
-    if (k.symmetrize != nullptr) {  // (G + G^T) D in one GEMM, H built one block of rows at a time
+    if (k.symmetric_product != nullptr) {  // (G + G^T) D, H = G + G^T built a tile at a time
       dD = at::empty_like(D);
-      const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t{1} << 21) / std::max<int64_t>(B, 1)));
-      auto buffer = at::empty({rows, B}, D.options());
-      for (int64_t r0 = 0; r0 < B; r0 += rows) {
-        const int64_t R = std::min(rows, B - r0);
-        auto H = buffer.narrow(0, 0, R);
-        k.symmetrize(U, g, r0, H);
-        auto part = dD.narrow(0, r0, R);
-        at::mm_out(part, H, D);
-      }
+      k.symmetric_product(U, g, D, dD);
     } else {  // G = diag(g) U: dD = G D + G^T D
       dD = at::mm(U, D).mul_(g.unsqueeze(1));
       dD.add_(at::mm(U.t(), D * g.unsqueeze(1)));

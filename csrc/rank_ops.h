@@ -35,9 +35,9 @@ struct RankKernels {
   void (*forward)(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& x_labels,
                   int64_t self_offset, const RankParams& p, at::Tensor& value, at::Tensor& npos,
                   at::Tensor& nonfinite, at::Tensor& U);
-  // Rows [r0, r0 + R) of H = diag(g) U + U^T diag(g) for a square U (self retrieval: the gradient
-  // of the embeddings is then one GEMM H @ D); nullptr: the op uses two GEMMs instead.
-  void (*symmetrize)(const at::Tensor& U, const at::Tensor& g, int64_t r0, at::Tensor& H) = nullptr;
+  // Self retrieval's backward dD = (diag(g) U + U^T diag(g)) D for a square U, written into dD
+  // (B, dim); nullptr: the op uses two GEMMs instead.
+  void (*symmetric_product)(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::Tensor& dD) = nullptr;
   bool (*can_sync)() = nullptr;
   int64_t max_rows = INT64_MAX;
   // Optional: the self-retrieval scores from half a GEMM, mirrored (gram.h).

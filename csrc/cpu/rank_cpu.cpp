@@ -36,7 +36,7 @@
 #include "lanes.h"
 #include "mirror.h"
 #include "row_io.h"
-#include "symmetrize.h"
+#include "symmetric_product.h"
 
 namespace apl {
 namespace {
@@ -85,7 +85,7 @@ struct Row {
   std::vector<int64_t> pos, columns, order, lo, hi, pos_prefix, bucket, start, next;
   std::vector<double> T, TP, a, b, G, GP, sums, above, above_pos, tmp, keys, R;
   std::vector<double> lanes;  // the item-major passes' per-positive partial sums, kLanes each
-  std::vector<double> Q, scaled_a, scaled_b;  // the item-major passes' sigmoids; a / tau, b / tau
+  std::vector<double> scaled_a, scaled_b;  // a / tau, b / tau for the item-major pass 2
   const double* result = nullptr;  // d value / d s per column, after row_value_and_gradient
   void resize(int64_t n, int64_t nk) {
     s.resize(n), w.resize(n), p.resize(n), E.resize(n), grad.resize(n), out.resize(n), tmp.resize(n);
@@ -164,46 +164,144 @@ void shared_keys(const double* s, const double* w, int64_t n, double hi, double 
   }
 }
 
-// Pass 1: acc[2k] += w_j q_jk and acc[2k + 1] += p_j q_jk over the m items, with
-// q_jk = E_j / (E_j + E_k) = 1 / (1 + E_k R_j), R_j = 1 / E_j (0 where w_j = 0: there q = 1 and
-// w = p = 0; a padded item likewise adds 0), for the P positives' keys Ek. Every q is kept in Q
-// (block of items b, positive k at Q[(b P + k) kLanes]) for pass 2: P x m doubles, in L2 for
-// P <= kItemMajorPositives, and read back in the order they were written.
-APL_SIMD_CLONES
-void item_major_sums(const double* R, const double* w, const double* p, int64_t m, const double* Ek, int64_t P,
-                     double* acc, double* Q) {
+// 1 / x for x >= 1 (lanes.h): the AVX-512 estimate refined when kRcp14, else from a float division.
+template <bool kRcp14>
+__attribute__((always_inline)) inline Lanes pair_reciprocal(const Lanes& x) {
+#ifdef APL_AVX512_RECIPROCAL
+  if constexpr (kRcp14) return lanes::reciprocal_avx512(x);
+#endif
+  return reciprocal(x);
+}
+
+// The positives go G <= kGroup at a time: their per-positive sums stay in registers while the
+// row's items stream past (in memory they cost a load and a store per pair), and each pass reads
+// the row's arrays once per group. The sums are kLanes partial sums each, in the items' order.
+constexpr int64_t kGroup = 8;
+
+// Pass 1 for G positives with keys Ek: acc[2k] = sum_j w_j q_jk and acc[2k + 1] = sum_j p_j q_jk
+// (kLanes partial sums each) over the m items, with q_jk = E_j / (E_j + E_k) = 1 / (1 + E_k R_j),
+// R_j = 1 / E_j (0 where w_j = 0: there q = 1 and w = p = 0; a padded item likewise adds 0).
+template <int G, bool kRcp14>
+__attribute__((always_inline)) inline void sums_group(const double* R, const double* w, const double* p, int64_t m,
+                                                      const double* Ek, double* acc) {
+  Lanes t[G] = {}, tp[G] = {};
   for (int64_t j = 0; j < m; j += kLanes) {
     const Lanes rj = load_lanes(R + j, m - j), wj = load_lanes(w + j, m - j), pj = load_lanes(p + j, m - j);
-    double* qj = Q + (j / kLanes) * P * kLanes;
-    for (int64_t k = 0; k < P; ++k) {
-      const Lanes q = reciprocal(1.0 + Ek[k] * rj);
-      store_lanes(qj + k * kLanes, q, kLanes);
-      add_lanes(acc + 2 * k * kLanes, wj * q);
-      add_lanes(acc + (2 * k + 1) * kLanes, pj * q);
+    for (int k = 0; k < G; ++k) {
+      const Lanes q = pair_reciprocal<kRcp14>(1.0 + Ek[k] * rj);
+      t[k] += wj * q;
+      tp[k] += pj * q;
+    }
+  }
+  for (int k = 0; k < G; ++k) store_lanes(acc + 2 * k * kLanes, t[k], kLanes);
+  for (int k = 0; k < G; ++k) store_lanes(acc + (2 * k + 1) * kLanes, tp[k], kLanes);
+}
+
+// Pass 2 for G positives: tau times the slopes, g_jk = q_jk (1 - q_jk) with 1 - q_jk = E_k R_j q_jk
+// (no cancellation near q = 1); grad_j += sum_k g_jk (a_k + p_j b_k) (the first group writes grad),
+// acc[2k] = sum_j g_jk and acc[2k + 1] = sum_j p_j g_jk. No w_j factor: R_j = 0 where w_j = 0, and
+// so is g.
+template <int G, bool kRcp14>
+__attribute__((always_inline)) inline void slopes_group(const double* R, const double* p, int64_t m,
+                                                        const double* Ek, const double* a, const double* b,
+                                                        bool first, double* grad, double* acc) {
+  Lanes gs[G] = {}, gps[G] = {};
+  for (int64_t j = 0; j < m; j += kLanes) {
+    const Lanes rj = load_lanes(R + j, m - j), pj = load_lanes(p + j, m - j);
+    Lanes gr = first ? Lanes{} : load_lanes(grad + j, m - j);
+    for (int k = 0; k < G; ++k) {
+      const Lanes ratio = Ek[k] * rj;
+      const Lanes q = pair_reciprocal<kRcp14>(1.0 + ratio);
+      const Lanes g = (q * q) * ratio;
+      gr += g * (a[k] + pj * b[k]);
+      gs[k] += g;
+      gps[k] += pj * g;
+    }
+    store_lanes(grad + j, gr, m - j);
+  }
+  for (int k = 0; k < G; ++k) store_lanes(acc + 2 * k * kLanes, gs[k], kLanes);
+  for (int k = 0; k < G; ++k) store_lanes(acc + (2 * k + 1) * kLanes, gps[k], kLanes);
+}
+
+// Runs Body::run<G> for each group of positives [k0, k0 + G).
+template <typename Body>
+__attribute__((always_inline)) inline void for_groups(int64_t P, const Body& body) {
+  for (int64_t k0 = 0; k0 < P; k0 += kGroup) {
+    switch (std::min(kGroup, P - k0)) {
+      case 1: body.template run<1>(k0); break;
+      case 2: body.template run<2>(k0); break;
+      case 3: body.template run<3>(k0); break;
+      case 4: body.template run<4>(k0); break;
+      case 5: body.template run<5>(k0); break;
+      case 6: body.template run<6>(k0); break;
+      case 7: body.template run<7>(k0); break;
+      default: body.template run<8>(k0); break;
     }
   }
 }
 
-// Pass 2: tau times the slopes, g_jk = q_jk (1 - q_jk) with 1 - q_jk = E_k R_j q_jk (no cancellation
-// near q = 1), from pass 1's q: grad_j = sum_k g_jk (a_k + p_j b_k), acc[2k] += g_jk and
-// acc[2k + 1] += p_j g_jk (the caller divides by tau). No w_j factor: R_j = 0 where w_j = 0, and
-// so is g.
-APL_SIMD_CLONES
-void item_major_slopes(const double* R, const double* p, int64_t m, const double* Ek, const double* a,
-                       const double* b, int64_t P, const double* Q, double* grad, double* acc) {
-  for (int64_t j = 0; j < m; j += kLanes) {
-    const Lanes rj = load_lanes(R + j, m - j), pj = load_lanes(p + j, m - j);
-    const double* qj = Q + (j / kLanes) * P * kLanes;
-    Lanes gr = {};
-    for (int64_t k = 0; k < P; ++k) {
-      const Lanes q = load_lanes(qj + k * kLanes, kLanes);
-      const Lanes g = (q * q) * (Ek[k] * rj);
-      gr += g * (a[k] + pj * b[k]);
-      add_lanes(acc + 2 * k * kLanes, g);
-      add_lanes(acc + (2 * k + 1) * kLanes, pj * g);
-    }
-    store_lanes(grad + j, gr, m - j);
+// The item-major passes over one row: pass 1 (sums) or pass 2 (slopes), for all P positives.
+struct ItemMajor {
+  const double *R, *w, *p;
+  int64_t m;
+  const double *Ek, *a, *b;  // a, b: pass 2's coefficients
+  double *grad, *acc;
+};
+
+template <bool kRcp14>
+struct SumsBody {
+  const ItemMajor& im;
+  template <int G>
+  __attribute__((always_inline)) void run(int64_t k0) const {
+    sums_group<G, kRcp14>(im.R, im.w, im.p, im.m, im.Ek + k0, im.acc + 2 * k0 * kLanes);
   }
+};
+
+template <bool kRcp14>
+struct SlopesBody {
+  const ItemMajor& im;
+  template <int G>
+  __attribute__((always_inline)) void run(int64_t k0) const {
+    slopes_group<G, kRcp14>(im.R, im.p, im.m, im.Ek + k0, im.a + k0, im.b + k0, k0 == 0, im.grad,
+                            im.acc + 2 * k0 * kLanes);
+  }
+};
+
+APL_SIMD_CLONES void item_major_sums_portable(const ItemMajor& im, int64_t P) { for_groups(P, SumsBody<false>{im}); }
+APL_SIMD_CLONES void item_major_slopes_portable(const ItemMajor& im, int64_t P) {
+  for_groups(P, SlopesBody<false>{im});
+}
+#ifdef APL_AVX512_RECIPROCAL
+__attribute__((target("avx512f"))) void item_major_sums_avx512(const ItemMajor& im, int64_t P) {
+  for_groups(P, SumsBody<true>{im});
+}
+__attribute__((target("avx512f"))) void item_major_slopes_avx512(const ItemMajor& im, int64_t P) {
+  for_groups(P, SlopesBody<true>{im});
+}
+#endif
+
+// Whether this CPU takes the AVX-512 reciprocal (the same for every row and call).
+bool use_rcp14() {
+#ifdef APL_AVX512_RECIPROCAL
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512;
+#else
+  return false;
+#endif
+}
+
+void item_major_sums(const ItemMajor& im, int64_t P) {
+#ifdef APL_AVX512_RECIPROCAL
+  if (use_rcp14()) return item_major_sums_avx512(im, P);
+#endif
+  item_major_sums_portable(im, P);
+}
+
+void item_major_slopes(const ItemMajor& im, int64_t P) {
+#ifdef APL_AVX512_RECIPROCAL
+  if (use_rcp14()) return item_major_slopes_avx512(im, P);
+#endif
+  item_major_slopes_portable(im, P);
 }
 
 // sigma((s_j - s_i) / tau) and its slope for one pair, on either path.
@@ -262,8 +360,7 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     r.keys.resize(P);
     for (int64_t k = 0; k < P; ++k) r.keys[k] = std::exp(std::max(-708.0, (r.s[r.pos[k]] - hi) / tau));
     r.lanes.assign(2 * P * kLanes, 0.0);
-    r.Q.resize(((m + kLanes - 1) / kLanes) * P * kLanes);
-    item_major_sums(r.R.data(), w, p, m, r.keys.data(), P, r.lanes.data(), r.Q.data());
+    item_major_sums(ItemMajor{r.R.data(), w, p, m, r.keys.data(), nullptr, nullptr, nullptr, r.lanes.data()}, P);
     for (int64_t k = 0; k < P; ++k) {
       r.T[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) - 0.5;
       r.TP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) - 0.5;
@@ -304,8 +401,9 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     r.lanes.assign(2 * P * kLanes, 0.0);
     r.scaled_a.resize(P), r.scaled_b.resize(P);
     for (int64_t k = 0; k < P; ++k) r.scaled_a[k] = r.a[k] * inv_tau, r.scaled_b[k] = r.b[k] * inv_tau;
-    item_major_slopes(r.R.data(), p, m, r.keys.data(), r.scaled_a.data(), r.scaled_b.data(), P, r.Q.data(), grad,
-                      r.lanes.data());
+    item_major_slopes(ItemMajor{r.R.data(), w, p, m, r.keys.data(), r.scaled_a.data(), r.scaled_b.data(), grad,
+                                r.lanes.data()},
+                      P);
     for (int64_t k = 0; k < P; ++k) {
       grad[r.pos[k]] -= self * (r.a[k] + r.b[k]);
       r.G[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) * inv_tau - self;
@@ -411,7 +509,7 @@ void forward(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& 
 
 bool always_sync() { return true; }
 
-const RankKernels kCpuRankKernels{forward, symmetrize_unit, always_sync, INT64_MAX, mirror_upper};
+const RankKernels kCpuRankKernels{forward, symmetric_product, always_sync, INT64_MAX, mirror_upper};
 
 }  // namespace
 

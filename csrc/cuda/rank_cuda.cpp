@@ -98,7 +98,7 @@ bool can_sync() {
   return c10::cuda::currentStreamCaptureStatusMayInitCtx() == c10::cuda::CaptureStatus::None;
 }
 
-const RankKernels kCudaRankKernels{forward, nullptr /* no symmetrize: two GEMMs */, can_sync,
+const RankKernels kCudaRankKernels{forward, nullptr /* no symmetric product: two GEMMs */, can_sync,
                                    apl::cuda::rank_max_rows()};
 
 }  // namespace
