@@ -5,19 +5,21 @@
 
 namespace apl {
 
-// Rows per block: large enough for the GEMM to run at its speed, small enough that the blocks on
-// the diagonal (computed whole, then mirrored) cost little: 4096 / 256 = 16 blocks, 1/32 extra flops.
-constexpr int64_t kBlockRows = 256;
-
-at::Tensor self_gram(const at::Tensor& D, MirrorFn mirror) {
+at::Tensor self_gram_upper(const at::Tensor& D) {
   const int64_t B = D.size(0);
-  if (mirror == nullptr || B < kSymmetricMinRows) return at::matmul(D, D.t());
+  if (B < kSymmetricMinRows) return at::matmul(D, D.t());
   auto S = at::empty({B, B}, D.options());
   for (int64_t i0 = 0; i0 < B; i0 += kBlockRows) {
     const int64_t R = std::min(kBlockRows, B - i0);
     auto out = S.narrow(0, i0, R).narrow(1, i0, B - i0);
     at::mm_out(out, D.narrow(0, i0, R), D.narrow(0, i0, B - i0).t());
   }
+  return S;
+}
+
+at::Tensor self_gram(const at::Tensor& D, MirrorFn mirror) {
+  if (mirror == nullptr || D.size(0) < kSymmetricMinRows) return at::matmul(D, D.t());
+  auto S = self_gram_upper(D);
   mirror(S);
   return S;
 }

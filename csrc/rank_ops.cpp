@@ -37,6 +37,11 @@ at::Tensor forward_rows(const RankKernels& k, const at::Tensor& Q, const at::Ten
                         Out& out) {
   const int64_t B = Q.size(0);
   if (chunk_size <= 0) {
+    if (Q.is_same(X) && k.forward_upper != nullptr) {
+      at::Tensor U = self_gram_upper(Q);
+      k.forward_upper(U, ql, p, out.value, out.npos, out.flag, U);
+      return U;
+    }
     at::Tensor U = Q.is_same(X) ? self_gram(Q, k.mirror_upper) : at::matmul(Q, X.t());
     k.forward(U, ql, xl, self_column(self_offset, 0), p, out.value, out.npos, out.flag, U);
     return U;

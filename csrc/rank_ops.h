@@ -42,6 +42,10 @@ struct RankKernels {
   int64_t max_rows = INT64_MAX;
   // Optional: the self-retrieval scores from half a GEMM, mirrored (gram.h).
   MirrorFn mirror_upper = nullptr;
+  // Optional, self retrieval: `forward` on the block rows of S on and above the diagonal
+  // (gram.h's self_gram_upper, S's other entries unset), U = S; nullptr: S is mirrored first.
+  void (*forward_upper)(const at::Tensor& S, const at::Tensor& labels, const RankParams& p, at::Tensor& value,
+                        at::Tensor& npos, at::Tensor& nonfinite, at::Tensor& U) = nullptr;
 };
 
 using RankForwardOut = std::tuple<at::Tensor, at::Tensor, at::Tensor>;

@@ -25,6 +25,25 @@ typedef int64_t Ints __attribute__((vector_size(kLanes * sizeof(int64_t))));
 #else
 #define APL_SIMD_CLONES
 #endif
+// The lanes I of x (0 ... 7) and of y (8 ... 15) as one vector of x's type (Idx: the integer vector
+// of the same shape), in either compiler's spelling.
+template <typename V, typename Idx, int... I>
+__attribute__((always_inline)) inline V pick(const V& x, const V& y) {
+#if defined(__clang__)
+  return __builtin_shufflevector(x, y, I...);
+#else
+  return __builtin_shuffle(x, y, Idx{I...});
+#endif
+}
+
+// Whether any lane of a comparison's result is true: an OR across the lanes by three shuffles.
+__attribute__((always_inline)) inline bool any_lane(const Ints& m) {
+  Ints v = m | pick<Ints, Ints, 4, 5, 6, 7, 0, 1, 2, 3>(m, m);
+  v |= pick<Ints, Ints, 2, 3, 0, 1, 6, 7, 4, 5>(v, v);
+  v |= pick<Ints, Ints, 1, 0, 3, 2, 5, 4, 7, 6>(v, v);
+  return v[0] != 0;
+}
+
 // Always inlined: a Lanes value passed or returned across a call has another ABI in each clone.
 __attribute__((always_inline)) inline Lanes load_lanes(const double* x, int64_t n) {  // zeros after n < kLanes
   Lanes v;

@@ -1,16 +1,52 @@
 // The CPU implementation of mirror.h: cache-sized tiles, each read along its rows and written along
-// the rows of its mirror tile through a small transposing buffer. A pure copy: the result does not
-// depend on the thread count.
+// the rows of its mirror tile, 8 x 8 blocks at a time through registers (transpose8.h). A pure
+// copy: the result does not depend on the thread count.
 #include "mirror.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <vector>
+
+#include "lanes.h"
+#include "transpose8.h"
 
 namespace apl {
 namespace {
+
+// The tile of S at rows [i0, i0 + ni), columns [j0, j0 + nj) (j0 >= i0) copied onto its mirror
+// (rows j0..., columns i0...); on the diagonal tile (i0 == j0) only its entries above the
+// diagonal. Whole 8 x 8 blocks go through registers, the edges and the diagonal's own blocks
+// entry by entry.
+template <typename T>
+__attribute__((always_inline)) inline void mirror_tile(T* s, int64_t B, int64_t i0, int64_t ni, int64_t j0,
+                                                       int64_t nj) {
+  using namespace transpose8;
+  const bool diagonal = i0 == j0;
+  for (int64_t a = 0; a < ni; a += 8) {
+    for (int64_t b = diagonal ? a : 0; b < nj; b += 8) {
+      if (a + 8 <= ni && b + 8 <= nj && !(diagonal && a == b)) {
+        typename Vec<T>::V r[8];
+        for (int k = 0; k < 8; ++k) r[k] = load8(s + (i0 + a + k) * B + j0 + b);
+        transpose<T>(r);
+        for (int k = 0; k < 8; ++k) store8(s + (j0 + b + k) * B + i0 + a, r[k]);
+        continue;
+      }
+      for (int64_t i = a; i < std::min(a + 8, ni); ++i) {
+        for (int64_t j = std::max(b, diagonal ? i + 1 : b); j < std::min(b + 8, nj); ++j) {
+          s[(j0 + j) * B + i0 + i] = s[(i0 + i) * B + j0 + j];
+        }
+      }
+    }
+  }
+}
+
+APL_SIMD_CLONES void mirror_tile_of(float* s, int64_t B, int64_t i0, int64_t ni, int64_t j0, int64_t nj) {
+  mirror_tile(s, B, i0, ni, j0, nj);
+}
+APL_SIMD_CLONES void mirror_tile_of(double* s, int64_t B, int64_t i0, int64_t ni, int64_t j0, int64_t nj) {
+  mirror_tile(s, B, i0, ni, j0, nj);
+}
 
 template <typename T>
 void mirror_rows(at::Tensor& S) {
@@ -18,30 +54,16 @@ void mirror_rows(at::Tensor& S) {
   const int64_t B = S.size(0);
   T* s = S.data_ptr<T>();
   // Tile row I writes the tiles (J, I), J >= I, below the diagonal: no two threads write one tile.
-  auto tile_row = [&](int64_t I, T* buf) {
-    const int64_t i0 = I * kTile, i1 = std::min(B, i0 + kTile), ni = i1 - i0;
-    for (int64_t j0 = i0; j0 < B; j0 += kTile) {
-      const int64_t j1 = std::min(B, j0 + kTile), nj = j1 - j0;
-      for (int64_t i = 0; i < ni; ++i) {
-        const T* row = s + (i0 + i) * B + j0;
-        for (int64_t j = 0; j < nj; ++j) buf[j * kTile + i] = row[j];
-      }
-      for (int64_t j = 0; j < nj; ++j) {
-        T* row = s + (j0 + j) * B + i0;
-        const T* src = buf + j * kTile;
-        // On the diagonal tile only the entries below the diagonal are written.
-        const int64_t n = j0 == i0 ? j : ni;
-        for (int64_t i = 0; i < n; ++i) row[i] = src[i];
-      }
-    }
+  auto tile_row = [&](int64_t I) {
+    const int64_t i0 = I * kTile, ni = std::min(B, i0 + kTile) - i0;
+    for (int64_t j0 = i0; j0 < B; j0 += kTile) mirror_tile_of(s, B, i0, ni, j0, std::min(B, j0 + kTile) - j0);
   };
   // Tile rows hold a decreasing triangle of work; pairing row I with row T-1-I balances threads.
   const int64_t tiles = (B + kTile - 1) / kTile;
   at::parallel_for(0, (tiles + 1) / 2, 1, [&](int64_t k0, int64_t k1) {
-    std::vector<T> buf(kTile * kTile);
     for (int64_t k = k0; k < k1; ++k) {
-      tile_row(k, buf.data());
-      if (tiles - 1 - k != k) tile_row(tiles - 1 - k, buf.data());
+      tile_row(k);
+      if (tiles - 1 - k != k) tile_row(tiles - 1 - k);
     }
   });
 }

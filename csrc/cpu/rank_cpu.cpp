@@ -30,12 +30,14 @@
 #include <string>
 #include <vector>
 
+#include "../gram.h"
 #include "../rank_device_ops.h"
 #include "../rank_math.h"
 #include "../rank_ops.h"
 #include "lanes.h"
 #include "mirror.h"
 #include "row_io.h"
+#include "transpose8.h"
 #include "symmetric_product.h"
 
 namespace apl {
@@ -77,9 +79,9 @@ WindowUse window_use() {
 }
 
 // One query row in double: items (w = 1, or 0 for the query's own column when it is left out),
-// positives (p = 1), the shared exponentials E and the gradient accumulator. With the window, the
-// items are permuted into ascending score order (`order`: original column of each) and the
-// per-positive ranges [lo, hi) and counts above them are set.
+// positives (pos; p = 1 for the paths that weigh by it), the shared exponentials E and the gradient
+// accumulator. With the window, the items are permuted into ascending score order (`order`:
+// original column of each) and the per-positive ranges [lo, hi) and counts above them are set.
 struct Row {
   std::vector<double> s, w, p, E, grad, out;
   std::vector<int64_t> pos, columns, order, lo, hi, pos_prefix, bucket, start, next;
@@ -87,6 +89,7 @@ struct Row {
   std::vector<double> lanes;  // the item-major passes' per-positive partial sums, kLanes each
   std::vector<double> scaled_a, scaled_b;  // a / tau, b / tau for the item-major pass 2
   const double* result = nullptr;  // d value / d s per column, after row_value_and_gradient
+  double low = 0.0, high = 0.0;    // the items' smallest and largest score, before it
   void resize(int64_t n, int64_t nk) {
     s.resize(n), w.resize(n), p.resize(n), E.resize(n), grad.resize(n), out.resize(n), tmp.resize(n);
     order.resize(n), columns.resize(n), pos_prefix.resize(n + 1);
@@ -175,52 +178,66 @@ __attribute__((always_inline)) inline Lanes pair_reciprocal(const Lanes& x) {
 
 // The positives go G <= kGroup at a time: their per-positive sums stay in registers while the
 // row's items stream past (in memory they cost a load and a store per pair), and each pass reads
-// the row's arrays once per group. The sums are kLanes partial sums each, in the items' order.
+// the row's arrays once per group. The sums are kLanes partial sums each, in the items' order. The
+// terms that only positives have (p_j = 1) are left to positive_pairs: P^2 pairs instead of a
+// multiply-add on every one of the P x m pairs.
 constexpr int64_t kGroup = 8;
 
-// Pass 1 for G positives with keys Ek: acc[2k] = sum_j w_j q_jk and acc[2k + 1] = sum_j p_j q_jk
-// (kLanes partial sums each) over the m items, with q_jk = E_j / (E_j + E_k) = 1 / (1 + E_k R_j),
-// R_j = 1 / E_j (0 where w_j = 0: there q = 1 and w = p = 0; a padded item likewise adds 0).
+// Pass 1 for G positives with keys Ek: acc[k] = sum_j w_j q_jk (kLanes partial sums) over the m
+// items, with q_jk = E_j / (E_j + E_k) = 1 / (1 + E_k R_j), R_j = 1 / E_j (0 where w_j = 0: there
+// q = 1 and w = 0; a padded item likewise adds 0). The whole blocks and the partial last one run
+// in separate loops: with the partial loads in the loop, the compiler kept the sums in memory.
 template <int G, bool kRcp14>
-__attribute__((always_inline)) inline void sums_group(const double* R, const double* w, const double* p, int64_t m,
-                                                      const double* Ek, double* acc) {
-  Lanes t[G] = {}, tp[G] = {};
-  for (int64_t j = 0; j < m; j += kLanes) {
-    const Lanes rj = load_lanes(R + j, m - j), wj = load_lanes(w + j, m - j), pj = load_lanes(p + j, m - j);
-    for (int k = 0; k < G; ++k) {
-      const Lanes q = pair_reciprocal<kRcp14>(1.0 + Ek[k] * rj);
-      t[k] += wj * q;
-      tp[k] += pj * q;
-    }
+__attribute__((always_inline)) inline void sums_block(const Lanes& rj, const Lanes& wj, const double* Ek, Lanes* t) {
+#pragma GCC unroll 8
+  for (int k = 0; k < G; ++k) t[k] += wj * pair_reciprocal<kRcp14>(1.0 + Ek[k] * rj);
+}
+
+template <int G, bool kRcp14>
+__attribute__((always_inline)) inline void sums_group(const double* R, const double* w, int64_t m, const double* Ek,
+                                                      double* acc) {
+  Lanes t[G] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= m; j += kLanes) {
+    sums_block<G, kRcp14>(load_lanes(R + j, kLanes), load_lanes(w + j, kLanes), Ek, t);
   }
-  for (int k = 0; k < G; ++k) store_lanes(acc + 2 * k * kLanes, t[k], kLanes);
-  for (int k = 0; k < G; ++k) store_lanes(acc + (2 * k + 1) * kLanes, tp[k], kLanes);
+  if (j < m) sums_block<G, kRcp14>(load_lanes(R + j, m - j), load_lanes(w + j, m - j), Ek, t);
+  for (int k = 0; k < G; ++k) store_lanes(acc + k * kLanes, t[k], kLanes);
 }
 
 // Pass 2 for G positives: tau times the slopes, g_jk = q_jk (1 - q_jk) with 1 - q_jk = E_k R_j q_jk
-// (no cancellation near q = 1); grad_j += sum_k g_jk (a_k + p_j b_k) (the first group writes grad),
-// acc[2k] = sum_j g_jk and acc[2k + 1] = sum_j p_j g_jk. No w_j factor: R_j = 0 where w_j = 0, and
-// so is g.
+// (no cancellation near q = 1); grad_j += sum_k g_jk a_k and acc[k] = sum_j g_jk. No w_j factor:
+// R_j = 0 where w_j = 0, and so is g.
 template <int G, bool kRcp14>
-__attribute__((always_inline)) inline void slopes_group(const double* R, const double* p, int64_t m,
-                                                        const double* Ek, const double* a, const double* b,
-                                                        bool first, double* grad, double* acc) {
-  Lanes gs[G] = {}, gps[G] = {};
-  for (int64_t j = 0; j < m; j += kLanes) {
-    const Lanes rj = load_lanes(R + j, m - j), pj = load_lanes(p + j, m - j);
+__attribute__((always_inline)) inline void slopes_block(const Lanes& rj, const double* Ek, const double* a, Lanes& gr,
+                                                        Lanes* gs) {
+#pragma GCC unroll 8
+  for (int k = 0; k < G; ++k) {
+    const Lanes ratio = Ek[k] * rj;
+    const Lanes q = pair_reciprocal<kRcp14>(1.0 + ratio);
+    const Lanes g = (q * q) * ratio;
+    gr += g * a[k];
+    gs[k] += g;
+  }
+}
+
+// (the first group writes grad, the others add to it)
+template <int G, bool kRcp14>
+__attribute__((always_inline)) inline void slopes_group(const double* R, int64_t m, const double* Ek,
+                                                        const double* a, bool first, double* grad, double* acc) {
+  Lanes gs[G] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= m; j += kLanes) {
+    Lanes gr = first ? Lanes{} : load_lanes(grad + j, kLanes);
+    slopes_block<G, kRcp14>(load_lanes(R + j, kLanes), Ek, a, gr, gs);
+    store_lanes(grad + j, gr, kLanes);
+  }
+  if (j < m) {
     Lanes gr = first ? Lanes{} : load_lanes(grad + j, m - j);
-    for (int k = 0; k < G; ++k) {
-      const Lanes ratio = Ek[k] * rj;
-      const Lanes q = pair_reciprocal<kRcp14>(1.0 + ratio);
-      const Lanes g = (q * q) * ratio;
-      gr += g * (a[k] + pj * b[k]);
-      gs[k] += g;
-      gps[k] += pj * g;
-    }
+    slopes_block<G, kRcp14>(load_lanes(R + j, m - j), Ek, a, gr, gs);
     store_lanes(grad + j, gr, m - j);
   }
-  for (int k = 0; k < G; ++k) store_lanes(acc + 2 * k * kLanes, gs[k], kLanes);
-  for (int k = 0; k < G; ++k) store_lanes(acc + (2 * k + 1) * kLanes, gps[k], kLanes);
+  for (int k = 0; k < G; ++k) store_lanes(acc + k * kLanes, gs[k], kLanes);
 }
 
 // Runs Body::run<G> for each group of positives [k0, k0 + G).
@@ -242,9 +259,9 @@ __attribute__((always_inline)) inline void for_groups(int64_t P, const Body& bod
 
 // The item-major passes over one row: pass 1 (sums) or pass 2 (slopes), for all P positives.
 struct ItemMajor {
-  const double *R, *w, *p;
+  const double *R, *w;
   int64_t m;
-  const double *Ek, *a, *b;  // a, b: pass 2's coefficients
+  const double *Ek, *a;  // a: pass 2's coefficients
   double *grad, *acc;
 };
 
@@ -253,7 +270,7 @@ struct SumsBody {
   const ItemMajor& im;
   template <int G>
   __attribute__((always_inline)) void run(int64_t k0) const {
-    sums_group<G, kRcp14>(im.R, im.w, im.p, im.m, im.Ek + k0, im.acc + 2 * k0 * kLanes);
+    sums_group<G, kRcp14>(im.R, im.w, im.m, im.Ek + k0, im.acc + k0 * kLanes);
   }
 };
 
@@ -262,8 +279,7 @@ struct SlopesBody {
   const ItemMajor& im;
   template <int G>
   __attribute__((always_inline)) void run(int64_t k0) const {
-    slopes_group<G, kRcp14>(im.R, im.p, im.m, im.Ek + k0, im.a + k0, im.b + k0, k0 == 0, im.grad,
-                            im.acc + 2 * k0 * kLanes);
+    slopes_group<G, kRcp14>(im.R, im.m, im.Ek + k0, im.a + k0, k0 == 0, im.grad, im.acc + k0 * kLanes);
   }
 };
 
@@ -304,6 +320,27 @@ void item_major_slopes(const ItemMajor& im, int64_t P) {
   item_major_slopes_portable(im, P);
 }
 
+// The positives' own terms of both passes, over the P x P pairs of positives l (column pos[l], key
+// Ek[l]) and k: q_lk = 1 / (1 + E_k / E_l) and tau times its slope g_lk = q_lk^2 E_k / E_l.
+// TP[k] += sum_l q_lk, GP[k] += sum_l g_lk, and (pass 2, b given) grad[pos[l]] += sum_k g_lk b_k.
+void positive_pairs(const int64_t* pos, const double* Ek, int64_t P, const double* b, double* TP, double* GP,
+                    double* grad) {
+  for (int64_t l = 0; l < P; ++l) {
+    double extra = 0.0;
+    for (int64_t k = 0; k < P; ++k) {
+      const double ratio = Ek[k] / Ek[l], q = 1.0 / (1.0 + ratio);
+      if (b == nullptr) {
+        TP[k] += q;
+      } else {
+        const double g = (q * q) * ratio;
+        GP[k] += g;
+        extra += g * b[k];
+      }
+    }
+    if (b != nullptr) grad[pos[l]] += extra;
+  }
+}
+
 // sigma((s_j - s_i) / tau) and its slope for one pair, on either path.
 struct Pair {
   bool shared;
@@ -332,8 +369,7 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     r.result = r.grad.data();
     return 0.0;
   }
-  double lo, hi;
-  row_io::item_range(r.s.data(), r.w.data(), n, &lo, &hi);
+  const double lo = r.low, hi = r.high;
   const double tau = prm.temperature;
   const Pair pair{(hi - lo) / tau <= kMaxSpread, tau};
   const bool window = use == WindowUse::kAlways ||
@@ -345,6 +381,10 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   } else if (pair.shared) {  // the query's own column, when left out, may lie far above the items: E = 0 there
     shared_keys(r.s.data(), r.w.data(), n, hi, tau, 1.0, r.E.data());
   }
+  if (!item_major) {  // the positive-major loops and the window weigh the items by p
+    std::fill(r.p.begin(), r.p.begin() + n, 0.0);
+    for (const int64_t j : r.pos) r.p[j] = 1.0;
+  }
   int64_t m = n;  // columns of the arrays below: all of them, or the sorted items
   if (window) {  // buckets a kBuckets-th of the window's half-width wide, at most 4 per item
     const double width = std::max(kWindow * tau / kBuckets, (hi - lo) / (4.0 * static_cast<double>(n)));
@@ -355,15 +395,16 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   }
   if (!item_major) std::fill(r.grad.begin(), r.grad.begin() + m, 0.0);  // item-major pass 2 writes it whole
   const double* w = r.w.data();
-  const double* p = r.p.data();
+  const double* p = r.p.data();  // set unless item-major
   if (item_major) {  // pass 1, item-major: T_i, TP_i (the j = i term, 1/2, is taken out after)
     r.keys.resize(P);
     for (int64_t k = 0; k < P; ++k) r.keys[k] = std::exp(std::max(-708.0, (r.s[r.pos[k]] - hi) / tau));
-    r.lanes.assign(2 * P * kLanes, 0.0);
-    item_major_sums(ItemMajor{r.R.data(), w, p, m, r.keys.data(), nullptr, nullptr, nullptr, r.lanes.data()}, P);
+    r.lanes.assign(P * kLanes, 0.0);
+    item_major_sums(ItemMajor{r.R.data(), w, m, r.keys.data(), nullptr, nullptr, r.lanes.data()}, P);
+    positive_pairs(r.pos.data(), r.keys.data(), P, nullptr, r.TP.data(), nullptr, nullptr);
     for (int64_t k = 0; k < P; ++k) {
-      r.T[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) - 0.5;
-      r.TP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) - 0.5;
+      r.T[k] = lane_sum(r.lanes.data() + k * kLanes) - 0.5;
+      r.TP[k] -= 0.5;
     }
   }
   for (int64_t k = 0; k < P && !item_major; ++k) {  // pass 1: T_i, TP_i (the j = i term, 1/2, is taken out after)
@@ -398,16 +439,15 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
   const double self = 0.25 / tau;  // the j = i term of a slope sum
   if (item_major) {  // pass 2, item-major
     const double inv_tau = 1.0 / tau;
-    r.lanes.assign(2 * P * kLanes, 0.0);
+    r.lanes.assign(P * kLanes, 0.0);
     r.scaled_a.resize(P), r.scaled_b.resize(P);
     for (int64_t k = 0; k < P; ++k) r.scaled_a[k] = r.a[k] * inv_tau, r.scaled_b[k] = r.b[k] * inv_tau;
-    item_major_slopes(ItemMajor{r.R.data(), w, p, m, r.keys.data(), r.scaled_a.data(), r.scaled_b.data(), grad,
-                                r.lanes.data()},
-                      P);
+    item_major_slopes(ItemMajor{r.R.data(), w, m, r.keys.data(), r.scaled_a.data(), grad, r.lanes.data()}, P);
+    positive_pairs(r.pos.data(), r.keys.data(), P, r.scaled_b.data(), nullptr, r.GP.data(), grad);
     for (int64_t k = 0; k < P; ++k) {
       grad[r.pos[k]] -= self * (r.a[k] + r.b[k]);
-      r.G[k] = lane_sum(r.lanes.data() + 2 * k * kLanes) * inv_tau - self;
-      r.GP[k] = lane_sum(r.lanes.data() + (2 * k + 1) * kLanes) * inv_tau - self;
+      r.G[k] = lane_sum(r.lanes.data() + k * kLanes) * inv_tau - self;
+      r.GP[k] = r.GP[k] * inv_tau - self;
     }
   }
   for (int64_t k = 0; k < P && !item_major; ++k) {  // pass 2: sum_i g_mi (a_i + p_m b_i), and G_i, GP_i
@@ -457,9 +497,52 @@ constexpr double kFlushFloor = static_cast<double>(std::numeric_limits<T>::min()
 // Rows per parallel task: about 32k score elements (the work per element is P times that of AP).
 inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 8192 / std::max<int64_t>(N, 1)); }
 
+// stage[k * N + c] = s[c * N + r + k] for k < rows, c < c0: the left parts of rows r ... r + rows - 1
+// read from S's columns, 8 x 8 blocks at a time transposed in registers (transpose8.h). Rows taken
+// together so that each page of S is visited once per group, not once per row (one strided load per
+// entry, row by row, was slower than writing the mirror).
+template <typename T>
+__attribute__((always_inline)) inline void gather_left(const T* s, int64_t N, int64_t r, int64_t rows, int64_t c0,
+                                                       T* stage) {
+  using namespace transpose8;
+  for (int64_t c = 0; c < c0; c += 8) {
+    for (int64_t k = 0; k < rows; k += 8) {
+      if (c + 8 <= c0 && k + 8 <= rows) {
+        typename Vec<T>::V v[8];
+        for (int i = 0; i < 8; ++i) v[i] = load8(s + (c + i) * N + r + k);
+        transpose<T>(v);
+        for (int i = 0; i < 8; ++i) store8(stage + (k + i) * N + c, v[i]);
+        continue;
+      }
+      for (int64_t i = c; i < std::min(c + 8, c0); ++i) {
+        for (int64_t q = k; q < std::min(k + 8, rows); ++q) stage[q * N + i] = s[i * N + r + q];
+      }
+    }
+  }
+}
+
+APL_SIMD_CLONES void gather_left_of(const float* s, int64_t N, int64_t r, int64_t rows, int64_t c0, float* stage) {
+  gather_left(s, N, r, rows, c0, stage);
+}
+APL_SIMD_CLONES void gather_left_of(const double* s, int64_t N, int64_t r, int64_t rows, int64_t c0, double* stage) {
+  gather_left(s, N, r, rows, c0, stage);
+}
+
+// Rows gathered together (gather_left): 32 rows of up to N entries staged per thread.
+constexpr int64_t kGatherRows = 32;
+
+// Rows of S whose entries left of column `upper_from(r)` are read from S's columns (S_rc = S_cr):
+// 0 for every row when S is whole; the first column of row r's block when S holds only its block
+// rows on and above the diagonal (self_gram_upper).
+struct RowSource {
+  int64_t block = 0;  // 0: S whole
+  int64_t upper_from(int64_t r) const { return block == 0 ? 0 : (r / block) * block; }
+};
+
 template <typename T>
 void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& x_labels, int64_t self_offset,
-                  const RankParams& prm, at::Tensor& value, at::Tensor& npos, at::Tensor& nonfinite, at::Tensor& U) {
+                  const RankParams& prm, RowSource source, at::Tensor& value, at::Tensor& npos,
+                  at::Tensor& nonfinite, at::Tensor& U) {
   const int64_t R = S.size(0), N = S.size(1);
   const T* s = S.data_ptr<T>();
   T* u = U.data_ptr<T>();
@@ -469,33 +552,54 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
   const int64_t* xl = x_labels.data_ptr<int64_t>();
   int32_t* bad = nonfinite.data_ptr<int32_t>();
   const WindowUse use = window_use();
-  at::parallel_for(0, R, row_grain(N), [&](int64_t r0, int64_t r1) {
+  auto rows = [&](int64_t r0, int64_t r1) {
     Row row;
     row.resize(N, static_cast<int64_t>(prm.ks.size()));
+    std::vector<T> stage(source.block == 0 ? 0 : kGatherRows * N);
+    int64_t staged_from = r0, staged_to = r0;  // the rows in stage
     for (int64_t r = r0; r < r1; ++r) {
       const T* src = s + r * N;
+      const int64_t c0 = source.upper_from(r);
+      if (c0 > 0) {  // the columns left of row r's block from rows c < c0 (its block's rows all share c0)
+        if (r >= staged_to) {
+          staged_from = r, staged_to = std::min({r1, r + kGatherRows, c0 + source.block});
+          gather_left_of(s, N, r, staged_to - r, c0, stage.data());
+        }
+        T* row_stage = stage.data() + (r - staged_from) * N;
+        std::copy(src + c0, src + N, row_stage + c0);
+        src = row_stage;
+      }
       const int64_t self = self_offset >= 0 ? self_offset + r : -1;
       const int64_t label = ql[r];
-      const bool finite = row_io::widen_row(src, N, row.s.data());
-      const int64_t P = row_io::mark_class(xl, N, label, row.w.data(), row.p.data(), row.columns.data());
+      const bool left_out = self >= 0 && self < N && prm.query_mode == rank::kExcluded;
+      const bool finite = row_io::widen_row(src, N, left_out ? self : -1, row.s.data(), &row.low, &row.high);
+      std::fill(row.w.begin(), row.w.begin() + N, 1.0);
+      if (left_out) row.w[self] = 0.0;
+      const int64_t P = row_io::class_columns(xl, N, label, row.columns.data());
       row.pos.assign(row.columns.begin(), row.columns.begin() + P);
-      if (self >= 0 && self < N) {  // the query's own column, as query_mode says
-        const bool item = prm.query_mode != rank::kExcluded;
-        row.w[self] = item ? 1.0 : 0.0;
-        if (row.p[self] != 0.0 && !(item && prm.query_mode != rank::kItemOnly)) {
-          row.p[self] = 0.0;
-          row.pos.erase(std::find(row.pos.begin(), row.pos.end(), self));
-        }
+      if (self >= 0 && self < N && prm.query_mode != rank::kItemAndPositive) {  // the query is not its own positive
+        const auto it = std::find(row.pos.begin(), row.pos.end(), self);
+        if (it != row.pos.end()) row.pos.erase(it);
       }
       if (!finite) {
         __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
         for (int64_t j = 0; j < N; ++j) row.s[j] = std::isfinite(row.s[j]) ? row.s[j] : 0.0;
+        row_io::item_range(row.s.data(), row.w.data(), N, &row.low, &row.high);
       }
       val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use));
       np[r] = static_cast<int64_t>(row.pos.size());
       row_io::narrow_row(row.result, N, kFlushFloor<T>, u + r * N);
     }
-  });
+  };
+  if (source.block == 0) {
+    at::parallel_for(0, R, row_grain(N), rows);
+    return;
+  }
+  // U overwrites S row by row. Block rows go last to first: a block's rows read only their own
+  // rows and the rows of earlier blocks, which are overwritten after them.
+  for (int64_t b0 = ((R - 1) / source.block) * source.block; b0 >= 0; b0 -= source.block) {
+    at::parallel_for(b0, std::min(R, b0 + source.block), row_grain(N), rows);
+  }
 }
 
 void forward(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& x_labels, int64_t self_offset,
@@ -503,13 +607,25 @@ void forward(const at::Tensor& S, const at::Tensor& q_labels, const at::Tensor& 
   TORCH_CHECK(U.sizes() == S.sizes() && U.is_contiguous() && U.scalar_type() == S.scalar_type() && S.is_contiguous(),
               "apl: U must be a contiguous tensor like the scores");
   AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_rank_forward", [&] {
-    forward_rows<scalar_t>(S, q_labels, x_labels, self_offset, prm, value, npos, nonfinite, U);
+    forward_rows<scalar_t>(S, q_labels, x_labels, self_offset, prm, RowSource{}, value, npos, nonfinite, U);
+  });
+}
+
+// Self retrieval on self_gram_upper's block rows: no mirror written, the rows' left parts gathered
+// from the columns as each row is widened.
+void forward_upper(const at::Tensor& S, const at::Tensor& labels, const RankParams& prm, at::Tensor& value,
+                   at::Tensor& npos, at::Tensor& nonfinite, at::Tensor& U) {
+  TORCH_CHECK(U.is_same(S) && S.is_contiguous() && S.dim() == 2 && S.size(0) == S.size(1),
+              "apl: forward_upper overwrites a square S with U");
+  const RowSource source{S.size(0) < kSymmetricMinRows ? 0 : kBlockRows};
+  AT_DISPATCH_FLOATING_TYPES(S.scalar_type(), "apl_rank_forward_upper", [&] {
+    forward_rows<scalar_t>(S, labels, labels, 0, prm, source, value, npos, nonfinite, U);
   });
 }
 
 bool always_sync() { return true; }
 
-const RankKernels kCpuRankKernels{forward, symmetric_product, always_sync, INT64_MAX, mirror_upper};
+const RankKernels kCpuRankKernels{forward, symmetric_product, always_sync, INT64_MAX, mirror_upper, forward_upper};
 
 }  // namespace
 

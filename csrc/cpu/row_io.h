@@ -1,8 +1,8 @@
-// One row of scores into the CPU rank kernel's double arrays (and its range), and its derivatives back into the op's
-// tensor (float or double), as vector loops compiled per instruction set (lanes.h). Written as
-// scalar loops these moves took as long as the kernel's first pass over the pairs: the compiler did
-// not vectorise the finite test, the narrowing with its flush, or the float <-> double conversions.
-// Torch-free.
+// One row of scores into the CPU rank kernel's double arrays (with its range and the query's
+// class), and its derivatives back into the op's tensor (float or double), as vector loops compiled
+// per instruction set (lanes.h). Written as scalar loops these moves took as long as the kernel's
+// first pass over the pairs: the compiler did not vectorise the finite test, the range, the
+// narrowing with its flush, or the float <-> double conversions. Torch-free.
 #pragma once
 
 #include <cmath>
@@ -32,22 +32,42 @@ __attribute__((always_inline)) inline Lanes load_widened(const T* x) {
   }
 }
 
-// dst = src in double; false when an entry is NaN or Inf (v - v is 0 exactly when v is finite).
+// dst = src in double, and the smallest and largest entry except column `skip` (-1: none) in lo,
+// hi (inf, -inf when there is none); false when an entry is NaN or Inf (v - v is 0 exactly when v
+// is finite; lo and hi are then meaningless).
 template <typename T>
-__attribute__((always_inline)) inline bool widen(const T* src, int64_t n, double* dst) {
+__attribute__((always_inline)) inline bool widen(const T* src, int64_t n, int64_t skip, double* dst, double* lo,
+                                                 double* hi) {
+  constexpr double kInf = __builtin_inf();
   Ints ok = Ints{} == Ints{};
+  Lanes low = Lanes{} + kInf, high = Lanes{} - kInf;
+  const Ints lane = {0, 1, 2, 3, 4, 5, 6, 7};
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     const Lanes v = load_widened(src + j);
     std::memcpy(dst + j, &v, sizeof v);
     ok &= (v - v) == 0.0;
+    // the skipped column becomes +-inf by bit masks (a select on a combined condition is compiled
+    // lane by lane, one on a plain comparison is a vector blend)
+    const Ints keep = (lane + j) != skip;
+    const Lanes up = (Lanes)(((Ints)v & keep) | ((Ints)(Lanes{} + kInf) & ~keep));
+    const Lanes down = (Lanes)(((Ints)v & keep) | ((Ints)(Lanes{} - kInf) & ~keep));
+    low = up < low ? up : low;
+    high = down > high ? down : high;
   }
   bool finite = true;
-  for (int l = 0; l < kLanes; ++l) finite &= ok[l] != 0;
-  for (; j < n; ++j) {
-    dst[j] = static_cast<double>(src[j]);
-    finite &= std::isfinite(dst[j]);
+  double l = kInf, h = -kInf;
+  for (int k = 0; k < kLanes; ++k) {
+    finite &= ok[k] != 0;
+    l = low[k] < l ? low[k] : l, h = high[k] > h ? high[k] : h;
   }
+  for (; j < n; ++j) {
+    const double v = static_cast<double>(src[j]);
+    dst[j] = v;
+    finite &= std::isfinite(v);
+    if (j != skip) l = v < l ? v : l, h = v > h ? v : h;
+  }
+  *lo = l, *hi = h;
   return finite;
 }
 
@@ -70,8 +90,14 @@ __attribute__((always_inline)) inline void narrow(const double* src, int64_t n, 
   for (; j < n; ++j) dst[j] = std::fabs(src[j]) < floor ? T(0) : static_cast<T>(src[j]);
 }
 
-APL_SIMD_CLONES inline bool widen_row(const float* src, int64_t n, double* dst) { return widen(src, n, dst); }
-APL_SIMD_CLONES inline bool widen_row(const double* src, int64_t n, double* dst) { return widen(src, n, dst); }
+APL_SIMD_CLONES inline bool widen_row(const float* src, int64_t n, int64_t skip, double* dst, double* lo,
+                                      double* hi) {
+  return widen(src, n, skip, dst, lo, hi);
+}
+APL_SIMD_CLONES inline bool widen_row(const double* src, int64_t n, int64_t skip, double* dst, double* lo,
+                                      double* hi) {
+  return widen(src, n, skip, dst, lo, hi);
+}
 APL_SIMD_CLONES inline void narrow_row(const double* src, int64_t n, double floor, float* dst) {
   narrow(src, n, floor, dst);
 }
@@ -88,8 +114,7 @@ APL_SIMD_CLONES inline void item_range(const double* s, const double* w, int64_t
     Lanes v, wj;
     std::memcpy(&v, s + j, sizeof v);
     std::memcpy(&wj, w + j, sizeof wj);
-    // Columns left out become +-inf by bit masks: a select on a combined condition is compiled lane
-    // by lane, one on a plain comparison is a vector blend.
+    // columns left out become +-inf by bit masks, as in widen
     const Ints item = wj != 0.0;
     const Lanes up = (Lanes)(((Ints)v & item) | ((Ints)(Lanes{} + kInf) & ~item));
     const Lanes down = (Lanes)(((Ints)v & item) | ((Ints)(Lanes{} - kInf) & ~item));
@@ -104,22 +129,19 @@ APL_SIMD_CLONES inline void item_range(const double* s, const double* w, int64_t
   *lo = l, *hi = h;
 }
 
-// w_j = 1 and p_j = [labels_j == label] for the n columns; returns the positives' columns in pos
-// (room for n) and their count.
-APL_SIMD_CLONES inline int64_t mark_class(const int64_t* labels, int64_t n, int64_t label, double* w, double* p,
-                                          int64_t* pos) {
-  const Ints one = (Ints)(Lanes{} + 1.0);
-  int64_t j = 0;
+// The columns whose label is `label` into pos (room for n); returns their count.
+APL_SIMD_CLONES inline int64_t class_columns(const int64_t* labels, int64_t n, int64_t label, int64_t* pos) {
+  int64_t j = 0, count = 0;
   for (; j + kLanes <= n; j += kLanes) {
     Ints l;
     std::memcpy(&l, labels + j, sizeof l);
-    const Lanes pj = (Lanes)((l == label) & one), wj = Lanes{} + 1.0;
-    std::memcpy(p + j, &pj, sizeof pj);
-    std::memcpy(w + j, &wj, sizeof wj);
+    const Ints hit = l == label;
+    if (!lanes::any_lane(hit)) continue;  // most blocks hold no positive
+    for (int q = 0; q < kLanes; ++q) {
+      if (hit[q] != 0) pos[count++] = j + q;
+    }
   }
-  for (; j < n; ++j) w[j] = 1.0, p[j] = labels[j] == label ? 1.0 : 0.0;
-  int64_t count = 0;
-  for (j = 0; j < n; ++j) {
+  for (; j < n; ++j) {
     if (labels[j] == label) pos[count++] = j;
   }
   return count;

@@ -6,40 +6,71 @@
 #include <algorithm>
 #include <vector>
 
+#include "lanes.h"
+#include "transpose8.h"
+
 namespace apl {
 namespace {
 
 constexpr int64_t kRows = 256;   // rows of a block row of H
 constexpr int64_t kCols = 1024;  // columns of H built per pair of GEMMs: (kRows, kCols) stays in L2
-constexpr int64_t kTile = 64;    // the transposing tiles
 
-// h[i * kCols + (j - a)] = H_{r0+i, j} = g_{r0+i} U_{r0+i, j} + g_j U_{j, r0+i} for i < R, j in
-// [a, a + w): U's rows r0 + i are read contiguously, the mirrored entries U_{j, r0+i} (the same
-// rows' columns) through a transposing tile buffer.
+// h[i * kCols + (j - a)] = H_{r0+i, j} = g_{r0+i} U_{r0+i, j} + g_j U_{j, r0+i} for i in [i0, i1),
+// j in [j0, j1): U's rows r0 + i read along the row, the mirrored entries U_{j, r0+i} along rows j
+// and transposed, 8 x 8 blocks at a time in registers (transpose8.h), the edges entry by entry.
+template <typename T>
+__attribute__((always_inline)) inline void h_tile(const T* u, const T* gs, int64_t B, int64_t r0, int64_t i0,
+                                                  int64_t i1, int64_t j0, int64_t j1, int64_t a, T* h) {
+  using namespace transpose8;
+  for (int64_t ib = i0; ib < i1; ib += 8) {
+    for (int64_t jb = j0; jb < j1; jb += 8) {
+      if (ib + 8 <= i1 && jb + 8 <= j1) {
+        typename Vec<T>::V r[8];
+        for (int k = 0; k < 8; ++k) r[k] = load8(u + (jb + k) * B + r0 + ib) * gs[jb + k];
+        transpose<T>(r);  // r[i][k] = g_{jb+k} U_{jb+k, r0+ib+i}
+        for (int i = 0; i < 8; ++i) {
+          const T gi = gs[r0 + ib + i];
+          store8(h + (ib + i) * kCols + (jb - a), load8(u + (r0 + ib + i) * B + jb) * gi + r[i]);
+        }
+        continue;
+      }
+      for (int64_t i = ib; i < std::min(ib + 8, i1); ++i) {
+        for (int64_t j = jb; j < std::min(jb + 8, j1); ++j) {
+          h[i * kCols + (j - a)] = gs[r0 + i] * u[(r0 + i) * B + j] + gs[j] * u[j * B + r0 + i];
+        }
+      }
+    }
+  }
+}
+
+APL_SIMD_CLONES void h_tile_of(const float* u, const float* gs, int64_t B, int64_t r0, int64_t i0, int64_t i1,
+                               int64_t j0, int64_t j1, int64_t a, float* h) {
+  h_tile(u, gs, B, r0, i0, i1, j0, j1, a, h);
+}
+APL_SIMD_CLONES void h_tile_of(const double* u, const double* gs, int64_t B, int64_t r0, int64_t i0, int64_t i1,
+                               int64_t j0, int64_t j1, int64_t a, double* h) {
+  h_tile(u, gs, B, r0, i0, i1, j0, j1, a, h);
+}
+
+// Columns [a, a + w) of the R rows of H's block row starting at row r0, into h: tiles of 64 x 64
+// in parallel.
 template <typename T>
 void build_tile(const T* u, const T* gs, int64_t B, int64_t r0, int64_t R, int64_t a, int64_t w, T* h) {
+  constexpr int64_t kTile = 64;
   const int64_t ti = (R + kTile - 1) / kTile, tj = (w + kTile - 1) / kTile;
   at::parallel_for(0, ti * tj, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> buf(kTile * kTile);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i0 = (t / tj) * kTile, i1 = std::min(R, i0 + kTile);
-      const int64_t j0 = a + (t % tj) * kTile, j1 = std::min(a + w, j0 + kTile);
-      for (int64_t j = j0; j < j1; ++j) {  // buf[j - j0][i - i0] = g_j U_{j, r0+i}
-        const T* src = u + j * B + r0;
-        const T gj = gs[j];
-        T* dst = buf.data() + (j - j0) * kTile;
-        for (int64_t i = i0; i < i1; ++i) dst[i - i0] = gj * src[i];
-      }
-      for (int64_t i = i0; i < i1; ++i) {
-        const T gi = gs[r0 + i];
-        const T* row = u + (r0 + i) * B;
-        T* out = h + i * kCols - a;
-        for (int64_t j = j0; j < j1; ++j) out[j] = gi * row[j] + buf[(j - j0) * kTile + (i - i0)];
-      }
+      const int64_t i0 = (t / tj) * kTile, j0 = a + (t % tj) * kTile;
+      h_tile_of(u, gs, B, r0, i0, std::min(R, i0 + kTile), j0, std::min(a + w, j0 + kTile), a, h);
     }
   });
 }
 
+// Block rows one after the other, each from its diagonal on, a tile at a time; the tiles' GEMMs use
+// all threads (a version that gave each block row to one task and built H whole read U twice and
+// was slower by about a tenth of the backward at B = 4096). A GEMM split over threads may round by
+// the thread count (MKL's does, for some shapes): the result is the same from run to run, and
+// within rounding across thread counts.
 template <typename T>
 void product(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::Tensor& dD) {
   const int64_t B = U.size(0);

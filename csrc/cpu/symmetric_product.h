@@ -8,8 +8,8 @@ namespace apl {
 
 // U (B, B), g (B), D (B, dim) contiguous, in one floating dtype; dD (B, dim) is overwritten. H is
 // symmetric, so only its block rows on and above the diagonal are built, a cache-sized tile at a
-// time, each U entry read once: a tile multiplies D's rows into dD's rows of its block row, and its
-// transpose D's block-row rows into dD's rows beyond the diagonal block.
+// time (never written whole), each U entry read once: a tile multiplies D's rows into dD's rows of
+// its block row, and its transpose D's block-row rows into dD's rows beyond the diagonal block.
 void symmetric_product(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::Tensor& dD);
 
 }  // namespace apl

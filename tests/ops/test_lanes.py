@@ -1,7 +1,8 @@
 """The vector math of the CPU rank kernel (csrc/cpu/lanes.h), compiled alone with the system's C++
 compiler for each instruction set this CPU has and checked against long double: exp_lanes within
 2 ulp over [-708, 708], reciprocal within 3 ulp for x >= 1 (0 beyond float's range, where 1 / x is
-below 3e-39), and the loads and stores of a partial block."""
+below 3e-39), the AVX-512 reciprocal (hardware estimate and two Newton steps) within 3 ulp, and the
+loads and stores of a partial block."""
 from __future__ import annotations
 
 import shutil
@@ -32,7 +33,7 @@ static double ulps(double got, long double want) {
 int main() {
   std::mt19937_64 g(7);
   std::uniform_real_distribution<double> wide(-708.0, 708.0), near0(-1.0, 1.0), lg(0.0, 690.0);
-  double exp_worst = 0, rec_worst = 0;
+  double exp_worst = 0, rec_worst = 0, hw_worst = -1;
   int beyond_bad = 0;
   for (int it = 0; it < 200000; ++it) {
     Lanes x, y;
@@ -41,6 +42,10 @@ int main() {
       y[l] = std::exp(lg(g)) * (1.0 + 0.5 * near0(g)) + 1.0;  // from 1 to ~1e300
     }
     const Lanes e = exp_lanes(x), r = reciprocal(y);
+#if defined(APL_AVX512_RECIPROCAL) && defined(__AVX512F__)
+    const Lanes h = reciprocal_avx512(y);
+    for (int l = 0; l < kLanes; ++l) hw_worst = std::fmax(hw_worst, ulps(h[l], 1.0L / static_cast<long double>(y[l])));
+#endif
     for (int l = 0; l < kLanes; ++l) {
       exp_worst = std::fmax(exp_worst, ulps(e[l], expl(static_cast<long double>(x[l]))));
       if (y[l] < 3.0e38) {
@@ -55,7 +60,7 @@ int main() {
   const Lanes v = load_lanes(src, 5);
   store_lanes(dst, v * 2.0, 5);
   const bool partial = v[4] == 5 && v[5] == 0 && v[7] == 0 && dst[4] == 10 && dst[5] == 9 && dst[7] == 9;
-  std::printf("%.3f %.3f %d %d\n", exp_worst, rec_worst, beyond_bad, partial ? 1 : 0);
+  std::printf("%.3f %.3f %d %d %.3f\n", exp_worst, rec_worst, beyond_bad, partial ? 1 : 0, hw_worst);
 }
 """
 
@@ -70,7 +75,9 @@ def test_lanes_math_is_accurate(isa, tmp_path):
                             "-o", "t"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
     out = subprocess.run([str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
-    exp_ulps, rec_ulps, beyond_bad, partial = out.stdout.split()
+    exp_ulps, rec_ulps, beyond_bad, partial, hw_ulps = out.stdout.split()
     assert float(exp_ulps) <= 2.0, f"exp_lanes: {exp_ulps} ulp"
     assert float(rec_ulps) <= 3.0, f"reciprocal: {rec_ulps} ulp"
     assert beyond_bad == "0" and partial == "1"
+    if isa == "avx512f" and "avx512f" in (cpu_flags() or set()):  # the kernel takes it on such CPUs
+        assert 0.0 <= float(hw_ulps) <= 3.0, f"reciprocal_avx512: {hw_ulps} ulp"
