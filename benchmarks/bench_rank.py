@@ -3,6 +3,8 @@ the inputs, against B, with the implementations of PML and of the papers' author
 
     python -m benchmarks.bench_rank                    # the CPU table (writes benchmarks/results/bench_rank_cpu.*)
     python -m benchmarks.bench_rank --quick            # small sizes: a smoke run
+    python -m benchmarks.bench_rank --rounds 5 --sizes 1024,2048,4096 --methods gemm,smoothap,recall \
+        --layouts "classes of 8" --stem bench_rank_cpu_rounds   # the spread of the ratios over 5 runs
 
 Methods (self retrieval, every image a query against the others, D = 512, float32):
   gemm             the two matrix products any implementation needs (S = D D^T, then (B x B) @ D)
@@ -23,7 +25,9 @@ about 0.55 and negatives about 0, with overlapping tails (what a trained network
 apl's CPU kernel skips the saturated sigmoids, docs/rank_losses.md).
 Each measurement runs in a fresh process under a --memory-gb address-space limit, so a method that
 cannot hold a size fails with "out of memory" instead of taking the machine down; --timeout bounds
-its time. Ratios to gemm are of the same run (the machine is shared and noisy).
+its time. Ratios to gemm are of the same run (the machine is shared and noisy). With --rounds K the
+whole selection runs K times over (rows carry their "round"), so that each ratio has a spread: the
+load of a shared machine moves between the processes of one ratio.
 """
 from __future__ import annotations
 
@@ -147,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of each measurement")
     p.add_argument("--quick", action="store_true", help="B in {256, 512}, classes of 8 only: a smoke run")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--rounds", type=int, default=1, help="run the whole selection this many times over")
+    p.add_argument("--stem", default=None, help="name of the JSON (default bench_rank_cpu, or _quick)")
     p.add_argument("--layouts", default=",".join(LAYOUTS), help="comma-separated layout names (no layout name has a comma)")
     p.add_argument("--worker", nargs=5, metavar=("METHOD", "B", "D", "PER_CLASS", "CLUSTERED"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -165,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unknown layout {n!r}; choose from {', '.join(LAYOUTS)}")
     layouts = {n: LAYOUTS[n] for n in names}
     rows = []
-    for name, (per_class, clustered) in layouts.items():
+    for rnd, (name, (per_class, clustered)) in ((i, l) for i in range(a.rounds) for l in layouts.items()):
         for B in sizes:
             for m in methods:
                 keys = dict(method=m, B=B, D=a.dim, per_class=per_class, clustered=clustered)
+                if a.rounds > 1:
+                    keys["round"] = rnd
                 if B >= STREAM_ONLY_FROM and m not in ("gemm", "smoothap_stream", "recall_stream"):
                     rows.append({**keys, "error": f"not run (B x B tensors or more at B >= {STREAM_ONLY_FROM})"})
                     continue
@@ -181,12 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_rank_cpu_quick" if a.quick else "bench_rank_cpu"
+    stem = a.stem or ("bench_rank_cpu_quick" if a.quick else "bench_rank_cpu")
     (out / f"{stem}.json").write_text(json.dumps({"machine": info, "chunk": a.chunk, "memory_gb": a.memory_gb,
-                                                  "rows": rows}, indent=1))
-    for name, (per_class, clustered) in layouts.items():
-        print(f"\n{name} (CPU: {info['cpu']}, {info['threads']} threads, torch {info['torch']})\n")
-        print(table(rows, methods, per_class, clustered))
+                                                  "rounds": a.rounds, "rows": rows}, indent=1))
+    for rnd, (name, (per_class, clustered)) in ((i, l) for i in range(a.rounds) for l in layouts.items()):
+        print(f"\n{name}" + (f", round {rnd}" if a.rounds > 1 else "")
+              + f" (CPU: {info['cpu']}, {info['threads']} threads, torch {info['torch']})\n")
+        print(table([r for r in rows if r.get("round", 0) == rnd], methods, per_class, clustered))
     print(f"\nwrote {out / (stem + '.json')}")
     return 0
 

@@ -237,6 +237,33 @@ def rank_speed_table() -> str:
             + "\n".join(lines) + "\n\n" + _machine(data.get("machine")) + "\n")
 
 
+def _round_ratios(data: dict, method: str, B: int) -> list:
+    """method / gemm time of each round at B (classes of 8, random embeddings), in round order."""
+    by = {(r.get("round", 0), r["method"]): r for r in data["rows"]
+          if r["B"] == B and r["per_class"] == 8 and not r["clustered"] and r.get("time_s")}
+    return [by[(k, method)]["time_s"] / by[(k, "gemm")]["time_s"] for k in sorted({k for k, _ in by})
+            if (k, method) in by and (k, "gemm") in by]
+
+
+def rank_rounds_table() -> str:
+    data = _load(BENCH / "bench_rank_cpu_rounds.json")
+    if data is None:
+        return _missing(BENCH / "bench_rank_cpu_rounds.json", "python -m benchmarks.bench_rank --rounds 5 --sizes "
+                        "1024,2048,4096 --methods gemm,smoothap,recall --layouts 'classes of 8' --stem bench_rank_cpu_rounds")
+    batches = sorted({r["B"] for r in data["rows"]})
+    lines = ["| method | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
+    for m in ("smoothap", "recall"):
+        cells = []
+        for b in batches:
+            v = _round_ratios(data, m, b)
+            cells.append(f"{statistics.median(v):.2f}x ({min(v):.2f} - {max(v):.2f})" if v else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return (f"The fused kernels, classes of 8, run {data.get('rounds', 1)} times over (each time the two matrix "
+            "products, then the kernels, each in a fresh process): the median ratio and its range. One run's "
+            "ratio moves with the shared machine's load between its processes.\n\n" + "\n".join(lines) + "\n\n"
+            + _machine(data.get("machine")) + "\n")
+
+
 def multistage_table() -> str:
     data = _load(BENCH / "multistage.json")
     if data is None:
@@ -460,8 +487,13 @@ def speed_headline() -> str:
         r = _ratio_rows(rank["rows"], ["smoothap", "smoothap_stream", "recall", "recall_stream"],
                         {"per_class": 8, "clustered": False})
         b = max(b for b, m in r if m == "smoothap")
+        rounds = _load(BENCH / "bench_rank_cpu_rounds.json")
         for name, m in (("Smooth-AP", "smoothap"), ("Recall@k", "recall")):
             cells = [f"{r[(b, k)][0]:.2f}x, {r[(b, k)][1]:.0f} MB" if (b, k) in r else "-" for k in (m, m + "_stream")]
+            spread = _round_ratios(rounds, m, b) if rounds else []
+            if spread:
+                cells[0] += (f" (median of {len(spread)} runs: {statistics.median(spread):.2f}x, "
+                             f"{min(spread):.2f} - {max(spread):.2f})")
             lines.append(f"| {name} (B = {b}) | {cells[0]} | {cells[1]} | [results](docs/results.md#rank-surrogates) |")
     machines = {_machine(d["machine"]) for d in (loss, rank) if d and d.get("machine")}
     return "\n".join(lines) + "\n" + "".join(f"\n{m}\n" for m in sorted(machines))
@@ -486,6 +518,7 @@ SECTIONS: list[tuple[str, Callable[[], str]]] = [
     ("Learning rate of the ResNet backbones", backbone_lr_table),
     ("Speed: the AP_Q loss", loss_speed_table),
     ("Rank surrogates", rank_speed_table),
+    ("Rank surrogates: the spread over runs", rank_rounds_table),
     ("Multistage backpropagation", multistage_table),
     ("Where a training step's time goes", step_breakdown_table),
     ("Cross-batch memory", memory_table),

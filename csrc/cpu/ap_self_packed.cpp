@@ -23,6 +23,7 @@
 #include "../ap_math.h"
 #include "../packed_upper.h"
 #include "lanes.h"
+#include "transpose8.h"
 
 namespace apl {
 namespace {
@@ -34,20 +35,37 @@ using lanes::load_lanes;
 constexpr int64_t kTile = kPackedRows;
 
 // out[c * kTile + j] = S_{j0 + j, c0 + c} for the rows j of block row J < R and the columns c of
-// block row R: a transposed copy that turns the columns of the earlier block rows into rows.
+// block row R: a transposed copy that turns the columns of the earlier block rows into rows, 8 x 8
+// blocks at a time through registers (transpose8.h), the edges entry by entry.
 template <typename T>
-void transposed_tile(const T* p, const PackedUpper& L, int64_t J, int64_t R, T* out) {
-  constexpr int64_t kStrip = 64 / sizeof(T);  // rows of J per strip: one cache line of `out` per column
+__attribute__((always_inline)) inline void transposed_tile_body(const T* p, const PackedUpper& L, int64_t J,
+                                                                int64_t R, T* out) {
+  using namespace transpose8;
   const int64_t j0 = L.first_row(J), nj = L.rows(J), c0 = L.first_row(R), nc = L.rows(R);
-  for (int64_t a = 0; a < nj; a += kStrip) {
-    const int64_t na = std::min(kStrip, nj - a);
-    const T* src[kStrip];
+  for (int64_t a = 0; a < nj; a += 8) {
+    const int64_t na = std::min<int64_t>(8, nj - a);
+    const T* src[8];
     for (int64_t k = 0; k < na; ++k) src[k] = p + L.index(J, j0 + a + k, c0);
-    for (int64_t c = 0; c < nc; ++c) {
-      T* o = out + c * kTile + a;
-      for (int64_t k = 0; k < na; ++k) o[k] = src[k][c];
+    int64_t c = 0;
+    if (na == 8) {
+      for (; c + 8 <= nc; c += 8) {
+        typename Vec<T>::V v[8];
+        for (int k = 0; k < 8; ++k) v[k] = load8(src[k] + c);
+        transpose<T>(v);
+        for (int k = 0; k < 8; ++k) store8(out + (c + k) * kTile + a, v[k]);
+      }
+    }
+    for (; c < nc; ++c) {
+      for (int64_t k = 0; k < na; ++k) out[c * kTile + a + k] = src[k][c];
     }
   }
+}
+
+APL_SIMD_CLONES void transposed_tile(const float* p, const PackedUpper& L, int64_t J, int64_t R, float* out) {
+  transposed_tile_body(p, L, J, R, out);
+}
+APL_SIMD_CLONES void transposed_tile(const double* p, const PackedUpper& L, int64_t J, int64_t R, double* out) {
+  transposed_tile_body(p, L, J, R, out);
 }
 
 // Where a score falls, t = (hi - clamp(s)) / Delta in [0, M - 1], computed exactly as locate_into

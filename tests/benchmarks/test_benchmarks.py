@@ -79,6 +79,28 @@ def test_bench_rank_quick_run(tmp_path):
     assert S[~same].max() > S[same & off].min()  # the classes' tails overlap: the loss is not 0
 
 
+def test_bench_rank_rounds_give_each_ratio_a_spread(tmp_path, monkeypatch):
+    """--rounds K runs the selection K times over, each row tagged with its round, into the JSON
+    named by --stem; the results page takes the median and range of the per-round ratios."""
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_rank", "--rounds", "2", "--sizes", "256",
+                        "--methods", "gemm,smoothap", "--layouts", "classes of 8", "--repeats", "1",
+                        "--stem", "rounds", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "rounds.json").read_text())
+    assert data["rounds"] == 2
+    assert sorted((row["round"], row["method"]) for row in data["rows"]) == [
+        (0, "gemm"), (0, "smoothap"), (1, "gemm"), (1, "smoothap")]
+    from scripts import results_page
+
+    ratios = results_page._round_ratios(data, "smoothap", 256)
+    by = {(row["round"], row["method"]): row["time_s"] for row in data["rows"]}
+    assert ratios == [by[(k, "smoothap")] / by[(k, "gemm")] for k in (0, 1)]
+    monkeypatch.setattr(results_page, "BENCH", tmp_path)
+    (tmp_path / "bench_rank_cpu_rounds.json").write_text(json.dumps(data))
+    assert "run 2 times over" in results_page.rank_rounds_table()
+
+
 @pytest.mark.slow
 def test_bench_loader_smoke_run(tmp_path):
     out = tmp_path / "loader.json"
