@@ -62,7 +62,7 @@ constexpr double kWindow = 40.0;
 // (2 kBuckets + 1) / kBuckets half-widths in all (finer buckets: closer to the exact window).
 constexpr int64_t kBuckets = 4;
 constexpr int64_t kWindowMinPositives = 16;
-// Most positives for the item-major passes: their partial sums (2 P kLanes doubles) stay in L1.
+// Most positives for the item-major passes (P kLanes doubles of partial sums per pass, in L1).
 constexpr int64_t kItemMajorPositives = 64;
 
 // Whether rows use the saturation window: "auto" (the rule above), or forced either way by
@@ -296,26 +296,31 @@ __attribute__((target("avx512f"))) void item_major_slopes_avx512(const ItemMajor
 }
 #endif
 
-// Whether this CPU takes the AVX-512 reciprocal (the same for every row and call).
-bool use_rcp14() {
+// Whether the item-major passes take the AVX-512 reciprocal: where the CPU has it, unless
+// APL_RANK_RECIPROCAL=portable (tests run the other CPUs' path with it; read once per call).
+bool hardware_reciprocal() {
 #ifdef APL_AVX512_RECIPROCAL
   static const bool avx512 = __builtin_cpu_supports("avx512f");
-  return avx512;
+  const char* v = std::getenv("APL_RANK_RECIPROCAL");
+  const std::string mode(v == nullptr ? "" : v);
+  TORCH_CHECK(mode.empty() || mode == "auto" || mode == "portable",
+              "APL_RANK_RECIPROCAL must be auto or portable, got '", mode, "'");
+  return avx512 && mode != "portable";
 #else
   return false;
 #endif
 }
 
-void item_major_sums(const ItemMajor& im, int64_t P) {
+void item_major_sums(const ItemMajor& im, int64_t P, bool rcp14) {
 #ifdef APL_AVX512_RECIPROCAL
-  if (use_rcp14()) return item_major_sums_avx512(im, P);
+  if (rcp14) return item_major_sums_avx512(im, P);
 #endif
   item_major_sums_portable(im, P);
 }
 
-void item_major_slopes(const ItemMajor& im, int64_t P) {
+void item_major_slopes(const ItemMajor& im, int64_t P, bool rcp14) {
 #ifdef APL_AVX512_RECIPROCAL
-  if (use_rcp14()) return item_major_slopes_avx512(im, P);
+  if (rcp14) return item_major_slopes_avx512(im, P);
 #endif
   item_major_slopes_portable(im, P);
 }
@@ -360,7 +365,7 @@ struct Pair {
 
 // Sums over the items for every positive (pass 1), the value and coefficients, then the gradient
 // (pass 2). Returns the value; r.result points to d value / d s_j for the n columns.
-double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUse use) {
+double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUse use, bool rcp14) {
   const int64_t P = static_cast<int64_t>(r.pos.size());
   r.T.assign(P, 0.0), r.TP.assign(P, 0.0), r.a.assign(P, 0.0), r.b.assign(P, 0.0);
   r.G.assign(P, 0.0), r.GP.assign(P, 0.0);
@@ -400,7 +405,7 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     r.keys.resize(P);
     for (int64_t k = 0; k < P; ++k) r.keys[k] = std::exp(std::max(-708.0, (r.s[r.pos[k]] - hi) / tau));
     r.lanes.assign(P * kLanes, 0.0);
-    item_major_sums(ItemMajor{r.R.data(), w, m, r.keys.data(), nullptr, nullptr, r.lanes.data()}, P);
+    item_major_sums(ItemMajor{r.R.data(), w, m, r.keys.data(), nullptr, nullptr, r.lanes.data()}, P, rcp14);
     positive_pairs(r.pos.data(), r.keys.data(), P, nullptr, r.TP.data(), nullptr, nullptr);
     for (int64_t k = 0; k < P; ++k) {
       r.T[k] = lane_sum(r.lanes.data() + k * kLanes) - 0.5;
@@ -442,7 +447,7 @@ double row_value_and_gradient(Row& r, int64_t n, const RankParams& prm, WindowUs
     r.lanes.assign(P * kLanes, 0.0);
     r.scaled_a.resize(P), r.scaled_b.resize(P);
     for (int64_t k = 0; k < P; ++k) r.scaled_a[k] = r.a[k] * inv_tau, r.scaled_b[k] = r.b[k] * inv_tau;
-    item_major_slopes(ItemMajor{r.R.data(), w, m, r.keys.data(), r.scaled_a.data(), grad, r.lanes.data()}, P);
+    item_major_slopes(ItemMajor{r.R.data(), w, m, r.keys.data(), r.scaled_a.data(), grad, r.lanes.data()}, P, rcp14);
     positive_pairs(r.pos.data(), r.keys.data(), P, r.scaled_b.data(), nullptr, r.GP.data(), grad);
     for (int64_t k = 0; k < P; ++k) {
       grad[r.pos[k]] -= self * (r.a[k] + r.b[k]);
@@ -552,6 +557,7 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
   const int64_t* xl = x_labels.data_ptr<int64_t>();
   int32_t* bad = nonfinite.data_ptr<int32_t>();
   const WindowUse use = window_use();
+  const bool rcp14 = hardware_reciprocal();
   auto rows = [&](int64_t r0, int64_t r1) {
     Row row;
     row.resize(N, static_cast<int64_t>(prm.ks.size()));
@@ -586,7 +592,7 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
         for (int64_t j = 0; j < N; ++j) row.s[j] = std::isfinite(row.s[j]) ? row.s[j] : 0.0;
         row_io::item_range(row.s.data(), row.w.data(), N, &row.low, &row.high);
       }
-      val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use));
+      val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use, rcp14));
       np[r] = static_cast<int64_t>(row.pos.size());
       row_io::narrow_row(row.result, N, kFlushFloor<T>, u + r * N);
     }

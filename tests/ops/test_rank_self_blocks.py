@@ -81,3 +81,25 @@ def test_a_non_finite_embedding_in_any_block_is_reported(row):
     x[row, 5] = float("nan")
     with pytest.raises(ValueError, match="NaN or Inf"):
         _self(x, y, SMOOTH_AP, 0)
+
+
+@pytest.mark.parametrize("loss", [SMOOTH_AP, RECALL], ids=["smooth_ap", "recall"])
+def test_the_portable_reciprocal_path_agrees(monkeypatch, loss):
+    """CPUs without AVX-512 take the item-major passes with the float-division reciprocal: forced
+    here with APL_RANK_RECIPROCAL=portable, it equals the default path to double rounding (on an
+    AVX-512 CPU the default is the hardware estimate; elsewhere both runs take the same path)."""
+    x, y = unit_rows(777, 24, torch.float64, seed=8), random_labels(777, 100, seed=8)
+    runs = []
+    for mode in ("auto", "portable"):
+        monkeypatch.setenv("APL_RANK_RECIPROCAL", mode)
+        value, npos, U = _self(x, y, loss, 0)
+        runs.append((value, npos, U, torch.ops.apl.rank_self_backward(torch.ones(777, dtype=x.dtype), x, y, U,
+                                                                        *loss, 0, 0)))
+    (v0, n0, u0, d0), (v1, n1, u1, d1) = runs
+    assert torch.equal(n0, n1)
+    torch.testing.assert_close(v1, v0, rtol=0, atol=1e-13)
+    torch.testing.assert_close(u1, u0, rtol=0, atol=1e-12 * float(u0.abs().max()))
+    torch.testing.assert_close(d1, d0, rtol=0, atol=1e-12 * float(d0.abs().max()))
+    monkeypatch.setenv("APL_RANK_RECIPROCAL", "fast")
+    with pytest.raises(RuntimeError, match="APL_RANK_RECIPROCAL must be auto or portable, got 'fast'"):
+        _self(x, y, loss, 0)
