@@ -6,9 +6,9 @@
 // The pairwise sigmoids without an exp per pair: with E_j = exp((s_j - c) / tau) for one shift c
 // per row, sigma((s_j - s_i) / tau) = E_j / (E_j + E_i) and its slope E_i E_j / (E_i + E_j)^2 / tau:
 // one exp per item and a reciprocal per pair (about 4x faster than an exp per pair; rows with few
-// positives run item-major, with the reciprocal from a float one and two Newton steps, below). It needs the
-// row's scores within 700 tau of each other (exp in double); otherwise (raw dot products, tiny
-// temperatures) the row takes the exp-per-pair path. E is 0 for a column left out of the ranking
+// positives run item-major, with the reciprocal from a hardware or float estimate and two Newton
+// steps, below). It needs the row's scores within 700 tau of each other (exp in double); otherwise
+// (raw dot products, tiny temperatures) the row takes the exp-per-pair path. E is 0 for a column left out of the ranking
 // (it may lie far above the items), and the slope is formed as (E_j / d)(E_i / d) (the product
 // E_j E_i underflows for scores far below the top). Sums and coefficients are in double.
 //
@@ -20,6 +20,9 @@
 // O(P x N), and the result equals the all-pairs sums to within N e^-40 on each T_i (far below
 // double's rounding of the sums). Rows with few positives, or whose scores all lie within one
 // window, take the all-pairs loops (the grouping would cost more than it saves).
+//
+// Self retrieval (forward_upper) reads S's block rows on and above the diagonal only: no mirror is
+// written, each row's left part is gathered from the columns (S_rc = S_cr).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
