@@ -40,27 +40,9 @@ constexpr int64_t kTile = kPackedRows;
 template <typename T>
 __attribute__((always_inline)) inline void transposed_tile_body(const T* p, const PackedUpper& L, int64_t J,
                                                                 int64_t R, T* out) {
-  using namespace transpose8;
-  const int64_t j0 = L.first_row(J), nj = L.rows(J), c0 = L.first_row(R), nc = L.rows(R);
-  for (int64_t a = 0; a < nj; a += 8) {
-    const int64_t na = std::min<int64_t>(8, nj - a);
-    const T* src[8];
-    for (int64_t k = 0; k < na; ++k) src[k] = p + L.index(J, j0 + a + k, c0);
-    int64_t c = 0;
-    if (na == 8) {
-      for (; c + 8 <= nc; c += 8) {
-        typename Vec<T>::V v[8];
-        for (int k = 0; k < 8; ++k) v[k] = load8(src[k] + c);
-        transpose<T>(v);
-        for (int k = 0; k < 8; ++k) store8(out + (c + k) * kTile + a, v[k]);
-      }
-    }
-    for (; c < nc; ++c) {
-      for (int64_t k = 0; k < na; ++k) out[c * kTile + a + k] = src[k][c];
-    }
-  }
+  const int64_t j0 = L.first_row(J), c0 = L.first_row(R);
+  transpose8::copy_transposed(p + L.index(J, j0, c0), L.width(J), out, kTile, L.rows(J), L.rows(R));
 }
-
 APL_SIMD_CLONES void transposed_tile(const float* p, const PackedUpper& L, int64_t J, int64_t R, float* out) {
   transposed_tile_body(p, L, J, R, out);
 }

@@ -15,29 +15,14 @@ namespace apl {
 namespace {
 
 // The tile of S at rows [i0, i0 + ni), columns [j0, j0 + nj) (j0 >= i0) copied onto its mirror
-// (rows j0..., columns i0...); on the diagonal tile (i0 == j0) only its entries above the
-// diagonal. Whole 8 x 8 blocks go through registers, the edges and the diagonal's own blocks
+// (rows j0..., columns i0...); on the diagonal tile (i0 == j0) only its entries above the diagonal,
 // entry by entry.
 template <typename T>
 __attribute__((always_inline)) inline void mirror_tile(T* s, int64_t B, int64_t i0, int64_t ni, int64_t j0,
                                                        int64_t nj) {
-  using namespace transpose8;
-  const bool diagonal = i0 == j0;
-  for (int64_t a = 0; a < ni; a += 8) {
-    for (int64_t b = diagonal ? a : 0; b < nj; b += 8) {
-      if (a + 8 <= ni && b + 8 <= nj && !(diagonal && a == b)) {
-        typename Vec<T>::V r[8];
-        for (int k = 0; k < 8; ++k) r[k] = load8(s + (i0 + a + k) * B + j0 + b);
-        transpose<T>(r);
-        for (int k = 0; k < 8; ++k) store8(s + (j0 + b + k) * B + i0 + a, r[k]);
-        continue;
-      }
-      for (int64_t i = a; i < std::min(a + 8, ni); ++i) {
-        for (int64_t j = std::max(b, diagonal ? i + 1 : b); j < std::min(b + 8, nj); ++j) {
-          s[(j0 + j) * B + i0 + i] = s[(i0 + i) * B + j0 + j];
-        }
-      }
-    }
+  if (i0 != j0) return transpose8::copy_transposed(s + i0 * B + j0, B, s + j0 * B + i0, B, ni, nj);
+  for (int64_t i = 0; i < ni; ++i) {
+    for (int64_t j = i + 1; j < nj; ++j) s[(j0 + j) * B + i0 + i] = s[(i0 + i) * B + j0 + j];
   }
 }
 

@@ -8,9 +8,10 @@
 // one exp per item and a reciprocal per pair (about 4x faster than an exp per pair; rows with few
 // positives run item-major, with the reciprocal from a hardware or float estimate and two Newton
 // steps, below). It needs the row's scores within 700 tau of each other (exp in double); otherwise
-// (raw dot products, tiny temperatures) the row takes the exp-per-pair path. E is 0 for a column left out of the ranking
-// (it may lie far above the items), and the slope is formed as (E_j / d)(E_i / d) (the product
-// E_j E_i underflows for scores far below the top). Sums and coefficients are in double.
+// (raw dot products, tiny temperatures) the row takes the exp-per-pair path. E is 0 for a column
+// left out of the ranking (it may lie far above the items), and the slope is formed as
+// (E_j / d)(E_i / d) (the product E_j E_i underflows for scores far below the top). Sums and
+// coefficients are in double.
 //
 // Saturation window: sigma(x) is 1 or 0, and its slope 0, to within e^-40 (4e-18) once |x| > 40
 // temperatures. A row with many positives is therefore grouped by score once, into buckets 10 tau
@@ -509,34 +510,14 @@ inline int64_t row_grain(int64_t N) { return std::max<int64_t>(1, 8192 / std::ma
 // read from S's columns, 8 x 8 blocks at a time transposed in registers (transpose8.h). Rows taken
 // together so that each page of S is visited once per group, not once per row (one strided load per
 // entry, row by row, was slower than writing the mirror).
-template <typename T>
-__attribute__((always_inline)) inline void gather_left(const T* s, int64_t N, int64_t r, int64_t rows, int64_t c0,
-                                                       T* stage) {
-  using namespace transpose8;
-  for (int64_t c = 0; c < c0; c += 8) {
-    for (int64_t k = 0; k < rows; k += 8) {
-      if (c + 8 <= c0 && k + 8 <= rows) {
-        typename Vec<T>::V v[8];
-        for (int i = 0; i < 8; ++i) v[i] = load8(s + (c + i) * N + r + k);
-        transpose<T>(v);
-        for (int i = 0; i < 8; ++i) store8(stage + (k + i) * N + c, v[i]);
-        continue;
-      }
-      for (int64_t i = c; i < std::min(c + 8, c0); ++i) {
-        for (int64_t q = k; q < std::min(k + 8, rows); ++q) stage[q * N + i] = s[i * N + r + q];
-      }
-    }
-  }
-}
-
 APL_SIMD_CLONES void gather_left_of(const float* s, int64_t N, int64_t r, int64_t rows, int64_t c0, float* stage) {
-  gather_left(s, N, r, rows, c0, stage);
+  transpose8::copy_transposed(s + r, N, stage, N, c0, rows);
 }
 APL_SIMD_CLONES void gather_left_of(const double* s, int64_t N, int64_t r, int64_t rows, int64_t c0, double* stage) {
-  gather_left(s, N, r, rows, c0, stage);
+  transpose8::copy_transposed(s + r, N, stage, N, c0, rows);
 }
 
-// Rows gathered together (gather_left): 32 rows of up to N entries staged per thread.
+// Rows gathered together (gather_left_of): 32 rows of up to N entries staged per thread.
 constexpr int64_t kGatherRows = 32;
 
 // Rows of S whose entries left of column `upper_from(r)` are read from S's columns (S_rc = S_cr):
@@ -593,7 +574,7 @@ void forward_rows(const at::Tensor& S, const at::Tensor& q_labels, const at::Ten
       if (!finite) {
         __atomic_store_n(bad, 1, __ATOMIC_RELAXED);  // any thread may set it
         for (int64_t j = 0; j < N; ++j) row.s[j] = std::isfinite(row.s[j]) ? row.s[j] : 0.0;
-        row_io::item_range(row.s.data(), row.w.data(), N, &row.low, &row.high);
+        row_io::widen_row(row.s.data(), N, left_out ? self : -1, row.s.data(), &row.low, &row.high);
       }
       val[r] = static_cast<T>(row_value_and_gradient(row, N, prm, use, rcp14));
       np[r] = static_cast<int64_t>(row.pos.size());
@@ -634,7 +615,7 @@ void forward_upper(const at::Tensor& S, const at::Tensor& labels, const RankPara
 
 bool always_sync() { return true; }
 
-const RankKernels kCpuRankKernels{forward, symmetric_product, always_sync, INT64_MAX, mirror_upper, forward_upper};
+const RankKernels kCpuRankKernels{forward, symmetric_product, always_sync, INT64_MAX, nullptr, forward_upper};
 
 }  // namespace
 

@@ -105,30 +105,6 @@ APL_SIMD_CLONES inline void narrow_row(const double* src, int64_t n, double floo
   narrow(src, n, floor, dst);
 }
 
-// The smallest and largest s_j over the items (w_j != 0); lo = inf, hi = -inf when there is none.
-APL_SIMD_CLONES inline void item_range(const double* s, const double* w, int64_t n, double* lo, double* hi) {
-  constexpr double kInf = __builtin_inf();
-  Lanes low = Lanes{} + kInf, high = Lanes{} - kInf;
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes) {
-    Lanes v, wj;
-    std::memcpy(&v, s + j, sizeof v);
-    std::memcpy(&wj, w + j, sizeof wj);
-    // columns left out become +-inf by bit masks, as in widen
-    const Ints item = wj != 0.0;
-    const Lanes up = (Lanes)(((Ints)v & item) | ((Ints)(Lanes{} + kInf) & ~item));
-    const Lanes down = (Lanes)(((Ints)v & item) | ((Ints)(Lanes{} - kInf) & ~item));
-    low = up < low ? up : low;
-    high = down > high ? down : high;
-  }
-  double l = kInf, h = -kInf;
-  for (int k = 0; k < kLanes; ++k) l = low[k] < l ? low[k] : l, h = high[k] > h ? high[k] : h;
-  for (; j < n; ++j) {
-    if (w[j] != 0.0) l = s[j] < l ? s[j] : l, h = s[j] > h ? s[j] : h;
-  }
-  *lo = l, *hi = h;
-}
-
 // The columns whose label is `label` into pos (room for n); returns their count.
 APL_SIMD_CLONES inline int64_t class_columns(const int64_t* labels, int64_t n, int64_t label, int64_t* pos) {
   int64_t j = 0, count = 0;

@@ -1,9 +1,10 @@
 // 8 x 8 blocks of floats or doubles transposed in registers: three rounds of two-source shuffles
 // (each swaps the off-diagonal sub-blocks of size 4, 2, then 1) instead of 64 scalar moves, for the
-// CPU's tiled transposes (mirror.cpp, symmetric_product.cpp). Torch-free. Callers compile their
-// loops per instruction set (APL_SIMD_CLONES) and inline these.
+// CPU's tiled transposes (the mirror, H's tiles, the rank and AP self-retrieval reads). Torch-free.
+// Callers compile their loops per instruction set (APL_SIMD_CLONES) and inline these.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -69,6 +70,27 @@ __attribute__((always_inline)) inline typename Vec<T>::V load8(const T* x) {
 template <typename T>
 __attribute__((always_inline)) inline void store8(T* x, const typename Vec<T>::V& v) {
   std::memcpy(x, &v, sizeof v);
+}
+
+// dst[c * ds + r] = src[r * ss + c] for r < rows, c < cols: whole 8 x 8 blocks through registers,
+// the edges entry by entry.
+template <typename T>
+__attribute__((always_inline)) inline void copy_transposed(const T* src, int64_t ss, T* dst, int64_t ds, int64_t rows,
+                                                           int64_t cols) {
+  for (int64_t r = 0; r < rows; r += 8) {
+    for (int64_t c = 0; c < cols; c += 8) {
+      if (r + 8 <= rows && c + 8 <= cols) {
+        typename Vec<T>::V v[8];
+        for (int k = 0; k < 8; ++k) v[k] = load8(src + (r + k) * ss + c);
+        transpose<T>(v);
+        for (int k = 0; k < 8; ++k) store8(dst + (c + k) * ds + r, v[k]);
+        continue;
+      }
+      for (int64_t i = r; i < std::min(r + 8, rows); ++i) {
+        for (int64_t j = c; j < std::min(c + 8, cols); ++j) dst[j * ds + i] = src[i * ss + j];
+      }
+    }
+  }
 }
 
 }  // namespace transpose8
