@@ -3,13 +3,14 @@
 //
 // Forward: for each query row, the histogram of all its items by vector passes over the positions of its
 // scores (those in earlier block rows read through a transposed tile in cache, S_jr = S_rj, then its
-// own packed row), and its positives' histogram from its class's list. Backward: H = G + G^T with
-// G = diag(g) U is built a cache-sized tile at a time from the scores and the per-row derivative
-// tables (U_ij and U_ji read the same table entry of rows i and j: S_ij = S_ji and relevance is
-// symmetric) and multiplied into dD as it goes; neither U nor H is ever written out whole.
+// own packed row), and its positives' histogram from its class's list. Backward: dD = H D with
+// H = G + G^T, G = diag(g) U, from H's tiles on and above the diagonal only (symmetric_product.h),
+// read straight from the packed rows: U_ij and U_ji are the same entry of rows i's and j's derivative
+// tables (S_ij = S_ji and relevance is symmetric), so each score is read once and neither U nor H is
+// ever written out whole.
 //
-// Every row is owned by one task and accumulated in a fixed order, so results do not depend on the
-// thread count.
+// Every row is owned by one task and accumulated in a fixed order, so the forward does not depend on
+// the thread count; the backward's GEMMs are MKL's (see symmetric_product.h).
 #include "ap_self_packed.h"
 
 #include <ATen/Parallel.h>
@@ -23,6 +24,7 @@
 #include "../ap_math.h"
 #include "../packed_upper.h"
 #include "lanes.h"
+#include "symmetric_product.h"
 #include "transpose8.h"
 
 namespace apl {
@@ -261,10 +263,6 @@ APL_SIMD_CLONES void h_row(const double* s, int64_t n, const Bins<double>& b, co
   h_row_body<double, Lanes>(s, n, b, lab, lr, gr, tr, gj, tj, E, o);
 }
 
-// Columns of H built per GEMM call: a (256, kCols) tile of H stays in cache between being written
-// and being multiplied, and each call still has a long inner dimension.
-constexpr int64_t kCols = 1024;
-
 template <typename T>
 void backward_packed(const at::Tensor& P, const at::Tensor& labels, const at::Tensor& coef,
                      const at::Tensor& g, const BinParams& prm, const at::Tensor& D, at::Tensor& dD) {
@@ -276,9 +274,6 @@ void backward_packed(const at::Tensor& P, const at::Tensor& labels, const at::Te
   const T* p = P.data_ptr<T>();
   const int64_t* lab = labels.data_ptr<int64_t>();
   const T* gs = g.data_ptr<T>();
-  // The GEMMs run on the pool's threads, whose autograd state is not the caller's: no tensor they
-  // see may require grad.
-  const at::Tensor Dd = D.detach();
   // Row i's table: U_ij = table[i][k] with k = m (negative), M - 1 + m (positive) or `zero` (no
   // gradient), the same entries the unit-gradient row kernel writes.
   std::vector<T> tables(B * E);
@@ -292,38 +287,23 @@ void backward_packed(const at::Tensor& P, const at::Tensor& labels, const at::Te
       t[zero] = T(0);
     }
   });
-  at::parallel_for(0, L.blocks(), 1, [&](int64_t R0, int64_t R1) {
-    std::vector<T> h(kTile * kCols), tile(kTile * kTile);
-    for (int64_t R = R0; R < R1; ++R) {
-      const int64_t r0 = L.first_row(R), nr = L.rows(R);
-      auto out = dD.narrow(0, r0, nr);
-      // h[c * kCols + (j - a)] = H_{r0 + c, j} for the scores s[j - j0] of row r0 + c, j in [j0, j1).
-      auto fill = [&](int64_t c, const T* s, int64_t j0, int64_t j1, int64_t a) {
+  // H's tiles on and above the diagonal, from the packed rows (their columns j >= r0 are all there),
+  // each score read once.
+  static_assert(kSymmetricRows == kTile, "H's block rows are the packed block rows");
+  const at::Tensor Dd = D.detach().contiguous();  // the GEMMs need no autograd
+  symmetric_tiles_product(Dd, dD, [&](int64_t r0, int64_t R, int64_t a, int64_t w, T* h) {
+    const int64_t I = r0 / kTile;
+    at::parallel_for(0, R, 16, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
         const int64_t r = r0 + c;
-        T* o = h.data() + c * kCols + (j0 - a);
-        h_row(s, j1 - j0, b, lab + j0, lab[r], gs[r], tables.data() + r * E, gs + j0, tables.data() + j0 * E,
-              E, o);
-        if (r >= j0 && r < j1) o[r - j0] = T(0);  // the query is not in its own list
-      };
-      for (int64_t a = 0; a < B; a += kCols) {  // columns [a, a + w) of H's block row
-        const int64_t w = std::min(kCols, B - a);
-        for (int64_t j0 = a; j0 < a + w; j0 += kTile) {
-          const int64_t J = j0 / kTile, j1 = std::min(B, j0 + kTile);
-          if (J < R) {
-            transposed_tile(p, L, J, R, tile.data());
-            for (int64_t c = 0; c < nr; ++c) fill(c, tile.data() + c * kTile, j0, j1, a);
-          } else {
-            for (int64_t c = 0; c < nr; ++c) fill(c, p + L.index(R, r0 + c, j0), j0, j1, a);
-          }
+        T* o = h + c * kSymmetricCols;
+        for (int64_t j = a; j < a + w; j += kTile) {  // h_row takes at most kTile items
+          h_row(p + L.index(I, r, j), std::min(kTile, a + w - j), b, lab + j, lab[r], gs[r], tables.data() + r * E,
+                gs + j, tables.data() + j * E, E, o + (j - a));
         }
-        const auto Ht = at::from_blob(h.data(), {nr, w}, {kCols, 1}, Dd.options());
-        if (a == 0) {
-          at::mm_out(out, Ht, Dd.narrow(0, a, w));
-        } else {
-          out.addmm_(Ht, Dd.narrow(0, a, w));
-        }
+        if (r >= a && r < a + w) o[r - a] = T(0);  // the query is not in its own list
       }
-    }
+    });
   });
 }
 

@@ -12,8 +12,8 @@
 namespace apl {
 namespace {
 
-constexpr int64_t kRows = 256;   // rows of a block row of H
-constexpr int64_t kCols = 1024;  // columns of H built per pair of GEMMs: (kRows, kCols) stays in L2
+constexpr int64_t kRows = kSymmetricRows;
+constexpr int64_t kCols = kSymmetricCols;
 
 // h[i * kCols + (j - a)] = H_{r0+i, j} = g_{r0+i} U_{r0+i, j} + g_j U_{j, r0+i} for i in [i0, i1),
 // j in [j0, j1): U's rows r0 + i read along the row, the mirrored entries U_{j, r0+i} along rows j
@@ -72,8 +72,11 @@ void build_tile(const T* u, const T* gs, int64_t B, int64_t r0, int64_t R, int64
 // the thread count (MKL's does, for some shapes): the result is the same from run to run, and
 // within rounding across thread counts.
 template <typename T>
-void product(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::Tensor& dD) {
-  const int64_t B = U.size(0);
+void product(const at::Tensor& D, at::Tensor& dD, SymmetricTile<T> fill) {
+  TORCH_CHECK(D.is_contiguous() && dD.is_contiguous() && D.dim() == 2 && dD.sizes() == D.sizes() &&
+                  D.scalar_type() == c10::CppTypeToScalarType<T>::value && dD.scalar_type() == D.scalar_type(),
+              "apl: symmetric_tiles_product got inconsistent tensors");
+  const int64_t B = D.size(0);
   std::vector<T> h(kRows * kCols);
   dD.zero_();
   for (int64_t r0 = 0; r0 < B; r0 += kRows) {
@@ -82,7 +85,7 @@ void product(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::
     const auto Dr = D.narrow(0, r0, R);
     for (int64_t a = r0; a < B; a += kCols) {  // columns [a, a + w) of the block row, from its diagonal on
       const int64_t w = std::min(kCols, B - a);
-      build_tile(U.data_ptr<T>(), g.data_ptr<T>(), B, r0, R, a, w, h.data());
+      fill(r0, R, a, w, h.data());
       const auto H = at::from_blob(h.data(), {R, w}, {kCols, 1}, D.options());
       rows.addmm_(H, D.narrow(0, a, w));  // rows r0 + i: sum_j H_ij d_j
       // rows j beyond the diagonal block: sum_i H_ij d_i (the diagonal block's pairs are all in the
@@ -95,13 +98,26 @@ void product(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::
 
 }  // namespace
 
+void symmetric_tiles_product(const at::Tensor& D, at::Tensor& dD, SymmetricTile<float> fill) {
+  product<float>(D, dD, fill);
+}
+void symmetric_tiles_product(const at::Tensor& D, at::Tensor& dD, SymmetricTile<double> fill) {
+  product<double>(D, dD, fill);
+}
+
 void symmetric_product(const at::Tensor& U, const at::Tensor& g, const at::Tensor& D, at::Tensor& dD) {
-  TORCH_CHECK(U.is_contiguous() && g.is_contiguous() && D.is_contiguous() && dD.is_contiguous() &&
-                  U.dim() == 2 && U.size(0) == U.size(1) && g.numel() == U.size(0) && D.size(0) == U.size(0) &&
-                  dD.sizes() == D.sizes() && g.scalar_type() == U.scalar_type() &&
-                  D.scalar_type() == U.scalar_type() && dD.scalar_type() == U.scalar_type(),
+  TORCH_CHECK(U.is_contiguous() && g.is_contiguous() && U.dim() == 2 && U.size(0) == U.size(1) &&
+                  g.numel() == U.size(0) && D.dim() == 2 && D.size(0) == U.size(0) &&
+                  g.scalar_type() == U.scalar_type() && D.scalar_type() == U.scalar_type(),
               "apl: symmetric_product got inconsistent tensors");
-  AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "apl_symmetric_product", [&] { product<scalar_t>(U, g, D, dD); });
+  AT_DISPATCH_FLOATING_TYPES(U.scalar_type(), "apl_symmetric_product", [&] {
+    const scalar_t* u = U.data_ptr<scalar_t>();
+    const scalar_t* gs = g.data_ptr<scalar_t>();
+    const int64_t B = U.size(0);
+    product<scalar_t>(D, dD, [&](int64_t r0, int64_t R, int64_t a, int64_t w, scalar_t* h) {
+      build_tile(u, gs, B, r0, R, a, w, h);
+    });
+  });
 }
 
 }  // namespace apl

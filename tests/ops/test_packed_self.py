@@ -86,3 +86,39 @@ def test_a_dynamic_batch_size_compiles_once():
         torch.testing.assert_close(x.grad, want_x.grad)
     assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("B", [1030, 1300, 2100])
+def test_the_backward_over_several_column_tiles_equals_the_streaming_path(B, dtype, tol):
+    """The backward builds H = G + G^T from the packed rows in tiles of 256 rows by up to 1024 columns
+    on and above the diagonal, each tile multiplied twice (csrc/cpu/symmetric_product.h). These sizes
+    give block rows with several column tiles, tiles that start inside a block row and short last
+    ones. The streaming mode's backward (query blocks, G @ D and G^T @ Q) is the independent check."""
+    x, y = unit_rows(B, 12, dtype, seed=B), random_labels(B, max(2, B // 8), seed=B)
+    packed_x, stream_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    packed = apl.ap_loss(packed_x, y, backend="cpu")
+    streamed = apl.ap_loss(stream_x, y, backend="cpu", chunk_size=300)
+    packed.backward(), streamed.backward()
+    torch.testing.assert_close(packed, streamed, rtol=0, atol=tol)
+    scale = float(stream_x.grad.abs().max())
+    torch.testing.assert_close(packed_x.grad, stream_x.grad, rtol=0, atol=tol * scale)
+
+
+def test_the_backward_is_the_same_run_to_run_and_across_thread_counts():
+    """Each tile entry is written by one task; the GEMMs are MKL's, which may round by the thread
+    count: bitwise equal from run to run, equal to rounding across thread counts."""
+    B = 1300
+    x, y = unit_rows(B, 32, torch.float32, seed=5), random_labels(B, 160, seed=5)
+    _, _, coef, saved = torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)
+    g = torch.rand(B, generator=torch.Generator().manual_seed(5))
+    backward = lambda: torch.ops.apl.ap_self_backward(g, x, y, coef, saved, 20, -1.0, 1.0, 0)  # noqa: E731
+    threads = torch.get_num_threads()
+    try:
+        first = backward()
+        assert torch.equal(first, backward())
+        torch.set_num_threads(1)
+        one = backward()
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(one, first, rtol=0, atol=1e-6 * float(first.abs().max()))
