@@ -7,6 +7,9 @@
 Methods (self-retrieval, every image a query against the others, M = 20, float32):
   gemm        the GEMM lower bound: S = D D^T and (B x B) @ D, the two products any
               implementation needs, timed in the same run
+  gemm_kernel the products the fused CPU kernel itself runs in self retrieval (S's block rows on and
+              above the diagonal, H's tiles there multiplied twice), without its per-score work:
+              the floor of its design on this BLAS (benchmarks/kernel_products.py)
   cpu_ops     the fused kernel's two ops called directly (torch.ops.apl.ap_self and its backward)
   cpu         the fused compiled kernel through the loss module (apl.APLoss, backend="cpu"): the ops,
               the unit-norm check and autograd
@@ -29,7 +32,7 @@ from .harness import machine, run_worker, time_and_peak
 from .steps import make_step
 
 HERE = Path(__file__).resolve().parent
-METHODS = ("gemm", "cpu_ops", "cpu", "cpu_stream", "torch", "naive")
+METHODS = ("gemm", "gemm_kernel", "cpu_ops", "cpu", "cpu_stream", "torch", "naive")
 
 
 def worker(method: str, B: int, D: int, repeats: int, chunk: int) -> dict:
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
     p.add_argument("--quick", action="store_true", help="B in {256, 512}, no extra row: a smoke run")
     p.add_argument("--out", default=str(HERE / "results"))
+    p.add_argument("--stem", default=None, help="name of the JSON and PNG (default bench_loss_cpu, or _quick)")
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "B", "D"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "bench_loss_cpu_quick" if a.quick else "bench_loss_cpu"
+    stem = a.stem or ("bench_loss_cpu_quick" if a.quick else "bench_loss_cpu")
     (out / f"{stem}.json").write_text(json.dumps({"machine": info, "chunk": a.chunk, "rows": rows}, indent=1))
     title = f"apl loss, CPU: {info['cpu']} ({info['threads']} threads), torch {info['torch']}"
     plot(rows, out / f"{stem}.png", title)

@@ -81,7 +81,8 @@ def run_worker(module: str, args: list[str], timeout: float, **keys) -> dict:
 
 
 def machine(gpu: bool = False) -> dict:
-    """The machine a result was measured on: CPU, cores, torch, threads, Python, and with `gpu` the
+    """The machine a result was measured on: CPU, cores, torch, threads, Python, torch's huge-page
+    allocation switch, and with `gpu` the
     CUDA device (name, memory, SMs, capability, driver, TF32)."""
     import torch
 
@@ -94,7 +95,9 @@ def machine(gpu: bool = False) -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            # torch's switch that puts every large CPU allocation on transparent huge pages
+            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0")}
     if gpu and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),

@@ -20,6 +20,11 @@ def make_step(method: str, x, y, chunk: int) -> Callable[[], object]:
             return S @ xd
 
         return gemm
+    if method == "gemm_kernel":  # the products the CPU kernel itself runs, without its per-score work
+        from .kernel_products import kernel_products
+
+        xd = x.detach()
+        return lambda: kernel_products(xd)
     if method.endswith("_ops"):  # the two compiled ops alone: no unit-norm check, no autograd, no Python loss
         import torch
 

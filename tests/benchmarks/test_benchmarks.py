@@ -43,14 +43,29 @@ def test_quantized_ap_approaches_the_exact_ap_as_bins_grow():
     assert 0 < gaps[2] < gaps[1] < gaps[0] and gaps[2] < 0.02 and gaps[1] > 0.03
 
 
+@pytest.mark.parametrize("B", [1, 255, 300, 1030, 1300, 2100])
+def test_the_kernel_products_row_runs_the_products_it_names(B):
+    """bench_loss's gemm_kernel row: S's packed block rows, then S x from the tiles on and above the
+    diagonal alone (each multiplied twice); with H = S the result is (x x^T) x."""
+    from benchmarks.kernel_products import kernel_products, packed_gram
+
+    x = torch.randn(B, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
+    S = x @ x.t()
+    blocks = packed_gram(x)
+    assert [tuple(b.shape) for b in blocks] == [(min(256, B - i), B - i) for i in range(0, B, 256)]
+    torch.testing.assert_close(torch.cat([b.reshape(-1) for b in blocks]),
+                               torch.cat([S[i:i + 256, i:].reshape(-1) for i in range(0, B, 256)]))
+    torch.testing.assert_close(kernel_products(x), S @ x)
+
+
 @needs_cpu_kernel
 def test_bench_loss_quick_run(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_loss", "--quick", "--methods", "gemm,cpu_ops,cpu,cpu_stream,naive",
+    r = subprocess.run([sys.executable, "-m", "benchmarks.bench_loss", "--quick", "--methods", "gemm,gemm_kernel,cpu_ops,cpu,cpu_stream,naive",
                         "--repeats", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "bench_loss_cpu_quick.json").read_text())
     rows = data["rows"]
-    assert {(row["method"], row["B"]) for row in rows} == {(m, B) for m in ("gemm", "cpu_ops", "cpu", "cpu_stream", "naive") for B in (256, 512)}
+    assert {(row["method"], row["B"]) for row in rows} == {(m, B) for m in ("gemm", "gemm_kernel", "cpu_ops", "cpu", "cpu_stream", "naive") for B in (256, 512)}
     assert all(row["time_s"] > 0 for row in rows), rows
     assert (tmp_path / "bench_loss_cpu_quick.png").stat().st_size > 1000
     assert "| 512 | 512 |" in r.stdout
