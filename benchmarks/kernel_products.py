@@ -2,29 +2,15 @@
 of that design on this machine's BLAS, timed as the `gemm_kernel` row of bench_loss.
 
 Forward: S's block rows of 256 on and above the diagonal, each one GEMM into the packed buffer
-(csrc/gram.cpp, csrc/packed_upper.h), allocated as the kernel allocates it (huge pages advised,
-csrc/score_buffer.cpp). Backward: dD = H D from H's tiles of 256 x 1024 on and above the diagonal,
-each multiplied twice (csrc/cpu/symmetric_product.cpp); H is S itself here, so dD = S D, which the
-tests check.
+(csrc/gram.cpp, csrc/packed_upper.h). Backward: dD = H D from H's tiles of 256 x 1024 on and above
+the diagonal, each multiplied twice (csrc/cpu/symmetric_product.cpp); H is S itself here, so
+dD = S D, which the tests check.
 """
 from __future__ import annotations
-
-import ctypes
-import sys
 
 import torch
 
 ROWS, COLS = 256, 1024
-_HUGE = 1 << 21
-
-
-def _advise_huge_pages(t: torch.Tensor) -> None:
-    if not sys.platform.startswith("linux") or t.nbytes < _HUGE:
-        return
-    p = t.data_ptr()
-    a, e = (p + _HUGE - 1) & ~(_HUGE - 1), (p + t.nbytes) & ~(_HUGE - 1)
-    if e > a:
-        ctypes.CDLL(None).madvise(ctypes.c_void_p(a), ctypes.c_size_t(e - a), 14)  # MADV_HUGEPAGE
 
 
 def packed_gram(x: torch.Tensor) -> list[torch.Tensor]:
@@ -32,7 +18,6 @@ def packed_gram(x: torch.Tensor) -> list[torch.Tensor]:
     B = x.shape[0]
     blocks = [(i0, min(ROWS, B - i0), B - i0) for i0 in range(0, B, ROWS)]
     buf = torch.empty(sum(r * w for _, r, w in blocks), dtype=x.dtype)
-    _advise_huge_pages(buf)
     out, off = [], 0
     for i0, r, w in blocks:
         block = buf[off:off + r * w].view(r, w)

@@ -123,27 +123,3 @@ def test_the_backward_is_the_same_run_to_run_and_across_thread_counts():
         torch.set_num_threads(threads)
     torch.testing.assert_close(one, first, rtol=0, atol=1e-6 * float(first.abs().max()))
 
-
-def _vm_flags(address: int) -> list[str]:
-    """The VmFlags of the mapping holding `address` in /proc/self/smaps."""
-    inside = False
-    for line in open("/proc/self/smaps"):
-        head = line.split()[0]
-        if "-" in head and ":" not in head:
-            lo, hi = (int(v, 16) for v in head.split("-"))
-            inside = lo <= address < hi
-        elif inside and line.startswith("VmFlags:"):
-            return line.split()[1:]
-    return []
-
-
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="madvise and /proc/self/smaps are Linux's")
-def test_the_packed_scores_are_advised_onto_huge_pages():
-    """A fresh score buffer of B^2 / 2 floats costs a page fault per 4 KiB when the GEMM first writes it;
-    the kernel asks for transparent huge pages on every buffer of 2 MiB or more (csrc/score_buffer.h).
-    "hg" in the mapping's VmFlags is that advice (the kernel may still decline it)."""
-    x, y = unit_rows(1500, 8, torch.float32, seed=2), random_labels(1500, 100, seed=2)
-    saved = torch.ops.apl.ap_self(x, y, 20, -1.0, 1.0, 0, 0)[3]
-    assert saved.nbytes >= 4 << 20
-    middle = saved.data_ptr() + saved.nbytes // 2
-    assert "hg" in _vm_flags(middle)
