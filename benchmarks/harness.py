@@ -1,8 +1,9 @@
 """What the CPU benchmarks share: one measurement per fresh process (a forward + backward step,
-median time over repeats, peak memory above the inputs), under an address-space limit, and the
-machine's description."""
+median time over repeats with the allocator's defaults, then peak memory above the inputs with large
+blocks returned at once), under an address-space limit, and the machine's description."""
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -33,25 +34,45 @@ def reset_peak() -> bool:
         return False
 
 
+def strict_allocator() -> bool:
+    """From here on glibc maps every block of 128 KiB or more on allocation and returns it to the OS
+    when it is freed, and the freed heap is handed back now, so that the resident set follows the
+    live tensors (by default glibc's threshold adapts upwards and then keeps freed blocks cached).
+    False where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 131072) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 131072) == 1
+        libc.malloc_trim(0)
+        return ok
+    except (OSError, AttributeError):
+        return False
+
+
 def time_and_peak(step: Callable[[], object], repeats: int) -> dict:
-    """Median seconds of `step` and the growth of the resident set's peak over what was there (Linux
-    VmHWM after resetting it), after one warm-up step (thread pools, allocator buffers)."""
+    """Median seconds of `step` after one warm-up step (thread pools, allocator buffers), with the
+    allocator's defaults, as a training loop runs it; then the growth of the resident set's peak
+    over what was there in one more step, with glibc returning large blocks at once (Linux VmHWM
+    after resetting it). Timing under that setting would charge each method a page fault per 4 KiB
+    of every large temporary, which a loop under the defaults mostly reuses."""
     import torch
 
     t0 = time.perf_counter()
     step()
     warm = time.perf_counter() - t0
-    gc.collect()
-    exact = reset_peak()
-    base = status_kb("VmRSS")
     times = []
     for _ in range(1 if warm > 5 else repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
+    strict = strict_allocator()
+    gc.collect()
+    exact = strict and reset_peak()
+    base = status_kb("VmRSS")
+    step()
     peak = status_kb("VmHWM") - base
     return {"time_s": statistics.median(times), "repeats": len(times), "peak_mb": peak / 1024 if exact else None,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "timing_allocator": "default"}
 
 
 def limit_memory(gb: float) -> None:
@@ -63,12 +84,9 @@ def limit_memory(gb: float) -> None:
 
 def run_worker(module: str, args: list[str], timeout: float, **keys) -> dict:
     """`python -m module *args` in a fresh process; its last stdout line (JSON), or {"error": why}
-    with `keys` in both. Large blocks are returned to the OS at once (glibc settings), so that the
-    peak memory of the step is what it allocates."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    with `keys` in both."""
     try:
-        out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
-                             env=env)
+        out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {**keys, "error": f"timeout after {timeout:.0f}s"}
     if out.returncode != 0:

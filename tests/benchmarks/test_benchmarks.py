@@ -164,3 +164,27 @@ def test_step_breakdown_adds_up():
     assert 0.7 < parts / row["step_s"] < 1.4, row
     assert 1.0 < row["multistage_s"] / row["plain_s"] < 3.0, row  # one more forward, not free
     assert "384" in bench_step.table([row])
+
+
+_PEAK_PROBE = """
+import json, torch
+from benchmarks.harness import time_and_peak
+def mid():  # one 16 MiB temporary: under glibc's defaults, kept in the heap once freed
+    return torch.ones(4 << 20).sum()
+def many():  # 1 MiB temporaries one after the other: about 1 MiB live at a time
+    return sum(float(torch.ones(1 << 18).sum()) for _ in range(64))
+print(json.dumps([time_and_peak(mid, 3), time_and_peak(many, 3)]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and glibc's mallopt are Linux's")
+def test_the_harness_times_with_the_default_allocator_and_measures_the_live_peak():
+    """Times run under glibc's defaults (which cache freed blocks); the peak is then measured with
+    large blocks returned at once, so it is what a step holds live: not zero because glibc kept the
+    block from the timed steps, nor what glibc cached."""
+    r = subprocess.run([sys.executable, "-c", _PEAK_PROBE], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    mid, many = json.loads(r.stdout.strip().splitlines()[-1])
+    assert mid["timing_allocator"] == many["timing_allocator"] == "default"
+    assert 15 <= mid["peak_mb"] <= 20, mid
+    assert many["peak_mb"] <= 8, many
