@@ -16,10 +16,10 @@ Methods (self-retrieval, every image a query against the others, M = 20, float32
   cpu_stream  the same, streaming blocks of --chunk queries (nothing of size B x B kept)
   torch       the pure-PyTorch reference (apl.reference)
   naive       the paper-style formulation materialising the B x N x M soft assignment
-Each measurement runs in a fresh process. Times are the median of the repeats, with the
-allocator's defaults; peak memory is the growth of the resident set over the inputs in one more step
-(Linux VmHWM after resetting it through /proc/self/clear_refs, with glibc then told to return large
-blocks to the OS: harness.time_and_peak), so CPU numbers include every allocator. Results go to JSON and PNG under --out, and a markdown table to stdout.
+Each measurement runs in fresh processes (harness.run_worker): times are the median of the repeats
+with the allocator's defaults; peak memory is the growth of the resident set over the inputs in one
+step, in another process with glibc told to return large blocks to the OS (Linux VmHWM after resetting
+it through /proc/self/clear_refs), so CPU numbers include every allocator. Results go to JSON and PNG under --out, and a markdown table to stdout.
 """
 from __future__ import annotations
 

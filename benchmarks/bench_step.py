@@ -105,7 +105,7 @@ def worker(loss: str, batch: int, repeats: int) -> dict:
         parts["loss"].append(_timed(lambda: loss_fn(desc, y).backward()))
         parts["step"].append(_timed(lambda: whole_step(x, y)))
     out = {"loss": loss, "batch": batch, "chunk": cfg.chunk_size, "repeats": repeats, "threads": torch.get_num_threads(),
-           **{f"{p}_s": statistics.median(v[1:]) for p, v in parts.items()}}
+           "timing_allocator": "default", **{f"{p}_s": statistics.median(v[1:]) for p, v in parts.items()}}
     if batch <= PLAIN_MAX:
         def plain():
             optimizer.zero_grad(set_to_none=True)
@@ -119,7 +119,8 @@ def worker(loss: str, batch: int, repeats: int) -> dict:
 
 def measure(loss: str, batch: int, repeats: int, memory_gb: float, timeout: float) -> dict:
     return run_worker("benchmarks.bench_step", ["--worker", loss, str(batch), "--repeats", str(repeats),
-                                                "--memory-gb", str(memory_gb)], timeout, loss=loss, batch=batch)
+                                                "--memory-gb", str(memory_gb)], timeout, memory=False, loss=loss,
+                      batch=batch)
 
 
 def table(rows: list[dict]) -> str:

@@ -1,9 +1,8 @@
-"""What the CPU benchmarks share: one measurement per fresh process (a forward + backward step,
-median time over repeats with the allocator's defaults, then peak memory above the inputs with large
-blocks returned at once), under an address-space limit, and the machine's description."""
+"""What the CPU benchmarks share: each measurement of a forward + backward step in fresh processes
+(median time over repeats with the allocator's defaults; peak memory above the inputs in another, with
+large blocks returned at once), under an address-space limit, and the machine's description."""
 from __future__ import annotations
 
-import ctypes
 import gc
 import json
 import os
@@ -34,45 +33,45 @@ def reset_peak() -> bool:
         return False
 
 
-def strict_allocator() -> bool:
-    """From here on glibc maps every block of 128 KiB or more on allocation and returns it to the OS
-    when it is freed, and the freed heap is handed back now, so that the resident set follows the
-    live tensors (by default glibc's threshold adapts upwards and then keeps freed blocks cached).
-    False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        ok = libc.mallopt(M_MMAP_THRESHOLD, 131072) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 131072) == 1
-        libc.malloc_trim(0)
-        return ok
-    except (OSError, AttributeError):
-        return False
+# Which half of a measurement this process makes (set by run_worker; unset: both, in one process).
+MEASURE_ENV = "APL_BENCH_MEASURE"
+# glibc told to map every block of 128 KiB or more and return it when freed, and to trim the heap:
+# the resident set then follows the live tensors (by default glibc's mmap threshold adapts upwards
+# and freed blocks stay cached). It must hold from the process's start: switched on later, the
+# heap's scattered free chunks are touched again by small allocations and counted.
+STRICT_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 def time_and_peak(step: Callable[[], object], repeats: int) -> dict:
-    """Median seconds of `step` after one warm-up step (thread pools, allocator buffers), with the
-    allocator's defaults, as a training loop runs it; then the growth of the resident set's peak
-    over what was there in one more step, with glibc returning large blocks at once (Linux VmHWM
-    after resetting it). Timing under that setting would charge each method a page fault per 4 KiB
-    of every large temporary, which a loop under the defaults mostly reuses."""
+    """Median seconds of `step` over `repeats` and the growth of the resident set's peak over what
+    was there in one step (Linux VmHWM after resetting it), each after one warm-up step (thread
+    pools, allocator buffers). Under run_worker the two come from two fresh processes: the times
+    with the allocator's defaults, as a training loop runs, the peak with STRICT_ALLOCATOR (timing
+    under it would charge each method a page fault per 4 KiB of every large temporary, which a loop
+    under the defaults mostly reuses)."""
     import torch
 
+    measure = os.environ.get(MEASURE_ENV, "both")
     t0 = time.perf_counter()
     step()
     warm = time.perf_counter() - t0
-    times = []
-    for _ in range(1 if warm > 5 else repeats):
-        t0 = time.perf_counter()
+    out = {"threads": torch.get_num_threads()}
+    if measure in ("time", "both"):
+        times = []
+        for _ in range(1 if warm > 5 else repeats):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+        out.update(time_s=statistics.median(times), repeats=len(times))
+    if measure in ("memory", "both"):
+        gc.collect()
+        exact = reset_peak()
+        base = status_kb("VmRSS")
         step()
-        times.append(time.perf_counter() - t0)
-    strict = strict_allocator()
-    gc.collect()
-    exact = strict and reset_peak()
-    base = status_kb("VmRSS")
-    step()
-    peak = status_kb("VmHWM") - base
-    return {"time_s": statistics.median(times), "repeats": len(times), "peak_mb": peak / 1024 if exact else None,
-            "threads": torch.get_num_threads(), "timing_allocator": "default"}
+        out["peak_mb"] = (status_kb("VmHWM") - base) / 1024 if exact else None
+    if measure != "both":
+        out["timing_allocator"] = "default"
+    return out
 
 
 def limit_memory(gb: float) -> None:
@@ -82,11 +81,21 @@ def limit_memory(gb: float) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def run_worker(module: str, args: list[str], timeout: float, **keys) -> dict:
+def run_worker(module: str, args: list[str], timeout: float, memory: bool = True, **keys) -> dict:
     """`python -m module *args` in a fresh process; its last stdout line (JSON), or {"error": why}
-    with `keys` in both."""
+    with `keys` in both. With `memory` (a worker that calls time_and_peak), twice: the times with
+    the allocator's defaults, then the peak in another fresh process with STRICT_ALLOCATOR."""
+    out = _run(module, args, timeout, dict(os.environ, **({MEASURE_ENV: "time"} if memory else {})), keys)
+    if memory and "error" not in out:
+        mem = _run(module, args, timeout, dict(os.environ, **STRICT_ALLOCATOR, **{MEASURE_ENV: "memory"}), keys)
+        out["peak_mb"] = mem.get("peak_mb")
+    return out
+
+
+def _run(module: str, args: list[str], timeout: float, env: dict, keys: dict) -> dict:
     try:
-        out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                             env=env)
     except subprocess.TimeoutExpired:
         return {**keys, "error": f"timeout after {timeout:.0f}s"}
     if out.returncode != 0:

@@ -43,6 +43,16 @@ def _machine(m: Optional[dict]) -> str:
             + (f", {m['threads']} threads" if m.get("threads") else "") + ".")
 
 
+def _timing(rows: list) -> str:
+    """How a benchmark's times were taken (benchmarks/harness.py), from its rows."""
+    timed = [r for r in rows if r.get("time_s")]
+    if timed and all(r.get("timing_allocator") == "default" for r in timed):
+        return (" Times with the allocator's defaults; peak memory in one more step, with large blocks"
+                " returned to the OS at once.")
+    return (" Every step with large blocks returned to the OS at once (the older method: each large"
+            " temporary paid its page faults).")
+
+
 def _pm(values: list[float], digits: int = 3) -> str:
     if not values:
         return "-"
@@ -207,7 +217,7 @@ def loss_speed_table() -> str:
         lines.append(f"| {names[m]} | " + " | ".join(cells) + " |")
     return ("Forward + backward as a multiple of the two matrix products (S = E E^T, then a B x B by B x D "
             "product) timed in the same run, and peak memory above the inputs.\n\n" + "\n".join(lines) + "\n\n"
-            + _machine(data.get("machine")) + "\n")
+            + _machine(data.get("machine")) + _timing(data["rows"]) + "\n")
 
 
 def rank_speed_table() -> str:
@@ -235,7 +245,7 @@ def rank_speed_table() -> str:
                     cells.append("out of memory" if errs.get(b) and "memory" in errs[b] else "-")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return ("Forward + backward of the rank surrogates as a multiple of the two matrix products.\n"
-            + "\n".join(lines) + "\n\n" + _machine(data.get("machine")) + "\n")
+            + "\n".join(lines) + "\n\n" + _machine(data.get("machine")) + _timing(data["rows"]) + "\n")
 
 
 def _round_ratios(data: dict, method: str, B: int) -> list:
@@ -262,7 +272,7 @@ def rank_rounds_table() -> str:
     return (f"The fused kernels, classes of 8, run {data.get('rounds', 1)} times over (each time the two matrix "
             "products, then the kernels, each in a fresh process): the median ratio and its range. One run's "
             "ratio moves with the shared machine's load between its processes.\n\n" + "\n".join(lines) + "\n\n"
-            + _machine(data.get("machine")) + "\n")
+            + _machine(data.get("machine")) + _timing(data["rows"]) + "\n")
 
 
 def multistage_table() -> str:

@@ -167,24 +167,35 @@ def test_step_breakdown_adds_up():
 
 
 _PEAK_PROBE = """
-import json, torch
+import json, os, sys, torch
 from benchmarks.harness import time_and_peak
-def mid():  # one 16 MiB temporary: under glibc's defaults, kept in the heap once freed
-    return torch.ones(4 << 20).sum()
+def mid():  # 24 MiB, freed, then 2 x 20 MiB live together: the step's peak is 40 MiB. Under glibc's
+    # defaults the first raises the mmap threshold, the others then come from the heap and stay there
+    # once freed, and a later step reuses them without growing the resident set.
+    first = float(torch.ones(6 << 20).sum())
+    y, z = torch.ones(5 << 20), torch.ones(5 << 20)
+    return first + float(y.sum() + z.sum())
 def many():  # 1 MiB temporaries one after the other: about 1 MiB live at a time
     return sum(float(torch.ones(1 << 18).sum()) for _ in range(64))
-print(json.dumps([time_and_peak(mid, 3), time_and_peak(many, 3)]))
+out = time_and_peak(mid if sys.argv[1] == "mid" else many, 3)
+print(json.dumps(dict(out, strict_env="MALLOC_MMAP_THRESHOLD_" in os.environ)))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and glibc's mallopt are Linux's")
-def test_the_harness_times_with_the_default_allocator_and_measures_the_live_peak():
-    """Times run under glibc's defaults (which cache freed blocks); the peak is then measured with
-    large blocks returned at once, so it is what a step holds live: not zero because glibc kept the
-    block from the timed steps, nor what glibc cached."""
-    r = subprocess.run([sys.executable, "-c", _PEAK_PROBE], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    mid, many = json.loads(r.stdout.strip().splitlines()[-1])
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and glibc's settings are Linux's")
+def test_the_harness_times_with_the_default_allocator_and_measures_the_live_peak(tmp_path, monkeypatch):
+    """run_worker times a step in a process with glibc's defaults (which cache freed blocks), and
+    measures its peak in another with large blocks returned at once, so the peak is what the step
+    holds live: not zero because glibc kept the block from the earlier steps, nor what it cached."""
+    from benchmarks.harness import run_worker
+
+    (tmp_path / "peak_probe.py").write_text(_PEAK_PROBE)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{ROOT}")
+    mid = run_worker("peak_probe", ["mid"], 120, what="mid")
+    many = run_worker("peak_probe", ["many"], 120, what="many")
+    assert "error" not in mid and "error" not in many, (mid, many)
     assert mid["timing_allocator"] == many["timing_allocator"] == "default"
-    assert 15 <= mid["peak_mb"] <= 20, mid
+    assert not mid["strict_env"] and not many["strict_env"]  # the timed process's own report
+    assert mid["time_s"] > 0 and mid["repeats"] == 3
+    assert 39 <= mid["peak_mb"] <= 46, mid
     assert many["peak_mb"] <= 8, many
