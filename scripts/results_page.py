@@ -47,8 +47,8 @@ def _timing(rows: list) -> str:
     """How a benchmark's times were taken (benchmarks/harness.py), from its rows."""
     timed = [r for r in rows if r.get("time_s")]
     if timed and all(r.get("timing_allocator") == "default" for r in timed):
-        return (" Times with the allocator's defaults; peak memory in one more step, with large blocks"
-                " returned to the OS at once.")
+        return (" Times with the allocator's defaults; peak memory in a process of its own, with large"
+                " blocks returned to the OS at once.")
     return (" Every step with large blocks returned to the OS at once (the older method: each large"
             " temporary paid its page faults).")
 
