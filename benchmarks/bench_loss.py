@@ -18,8 +18,9 @@ Methods (self-retrieval, every image a query against the others, M = 20, float32
   naive       the paper-style formulation materialising the B x N x M soft assignment
 Each measurement runs in fresh processes (harness.run_worker): times are the median of the repeats
 with the allocator's defaults; peak memory is the growth of the resident set over the inputs in one
-step, in another process with glibc told to return large blocks to the OS (Linux VmHWM after resetting
-it through /proc/self/clear_refs), so CPU numbers include every allocator. Results go to JSON and PNG under --out, and a markdown table to stdout.
+step, in another process with glibc told to return large blocks to the OS (Linux VmHWM after
+resetting it through /proc/self/clear_refs), so CPU numbers include every allocator. Results go to
+JSON and PNG under --out, and a markdown table to stdout.
 """
 from __future__ import annotations
 
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
     p.add_argument("--quick", action="store_true", help="B in {256, 512}, no extra row: a smoke run")
     p.add_argument("--out", default=str(HERE / "results"))
-    p.add_argument("--stem", default=None, help="name of the JSON and PNG (default bench_loss_cpu, or _quick)")
     p.add_argument("--worker", nargs=3, metavar=("METHOD", "B", "D"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = a.stem or ("bench_loss_cpu_quick" if a.quick else "bench_loss_cpu")
+    stem = "bench_loss_cpu_quick" if a.quick else "bench_loss_cpu"
     (out / f"{stem}.json").write_text(json.dumps({"machine": info, "chunk": a.chunk, "rows": rows}, indent=1))
     title = f"apl loss, CPU: {info['cpu']} ({info['threads']} threads), torch {info['torch']}"
     plot(rows, out / f"{stem}.png", title)
